@@ -1,0 +1,47 @@
+# nirvana-sim. `make` alone prints this help; `make run` and `make test` install what they need.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+EXPERIMENT ?= experiments/default.yaml
+OUT ?= results/default
+
+.DEFAULT_GOAL := help
+.PHONY: help run test test-slow test-all lint golden bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.runtime: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: requirements-dev.txt requirements.txt $(VENV)/.runtime
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+run: $(VENV)/.runtime  ## run the default experiment (tables and plots in results/default)
+	$(PY) -m sim run $(EXPERIMENT) --out $(OUT) --overwrite
+
+test: $(VENV)/.dev  ## install and run the test suite (without tests marked slow)
+	$(PY) -m pytest -m "not slow" -q
+
+test-slow: $(VENV)/.dev  ## run only the tests marked slow
+	$(PY) -m pytest -m slow -q
+
+test-all: $(VENV)/.dev  ## run every test
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.dev  ## ruff and mypy
+	$(PY) -m ruff check sim tests benchmarks
+	$(PY) -m mypy sim
+
+golden: $(VENV)/.dev  ## regenerate tests/golden/*.json (review the diff before committing)
+	$(PY) -m tests.golden_gen
+
+bench: $(VENV)/.runtime  ## speed benchmarks (reported, never asserted)
+	$(PY) benchmarks/run.py
+
+clean:  ## remove the virtualenv and results
+	rm -rf $(VENV) results

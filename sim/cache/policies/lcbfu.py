@@ -1,0 +1,51 @@
+"""LCBFU (NIRVANA): least computationally beneficial and frequently used, per noise."""
+
+from __future__ import annotations
+
+from sim.cache.policies import POLICIES
+from sim.cache.policies.base import Item, KeyedHeap, Policy, Unit
+
+
+@POLICIES.register("lcbfu")
+class LCBFU(Policy):
+    """Score = K x uses of each cached noise; the lowest score is evicted first.
+
+    New noises start at score 0. Ties go to the oldest admission, then the smaller K (the tie rule
+    is ours: NIRVANA's sources leave it open), then admission order. Defined per noise only.
+    """
+
+    name = "lcbfu"
+    units = ("noise",)
+
+    def __init__(self, unit: Unit) -> None:
+        super().__init__(unit)
+        self._heap = KeyedHeap()
+        self._uses: dict[Item, int] = {}
+        self._seq = 0
+
+    def on_insert(self, item: Item, now: float) -> None:
+        self._seq += 1
+        self._uses[item] = 0
+        self._heap.set(item, (0, now, item[1], self._seq))
+
+    def on_hit(self, item: Item, now: float) -> None:
+        uses = self._uses[item] + 1
+        self._uses[item] = uses
+        _, inserted_s, k, seq = self._heap.key(item)
+        self._heap.set(item, (k * uses, inserted_s, k, seq))
+
+    def on_remove(self, item: Item) -> None:
+        self._heap.remove(item)
+        del self._uses[item]
+
+    def victim(self) -> Item:
+        return self._heap.min()
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._heap
+
+    def items(self) -> list[Item]:
+        return self._heap.items()

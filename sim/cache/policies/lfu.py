@@ -1,0 +1,46 @@
+"""LFU: evict the item with the fewest hits since admission; ties go to the least recently used."""
+
+from __future__ import annotations
+
+from sim.cache.policies import POLICIES
+from sim.cache.policies.base import Item, KeyedHeap, Policy, Unit
+
+
+@POLICIES.register("lfu")
+class LFU(Policy):
+    """Frequency counts start at 0 on admission and are forgotten on eviction (no ghost history).
+
+    The tie rule (least recently used first) is libCacheSim's, so exact-key runs can be checked
+    against it.
+    """
+
+    name = "lfu"
+
+    def __init__(self, unit: Unit) -> None:
+        super().__init__(unit)
+        self._heap = KeyedHeap()
+        self._seq = 0
+
+    def on_insert(self, item: Item, now: float) -> None:
+        self._seq += 1
+        self._heap.set(item, (0, self._seq))
+
+    def on_hit(self, item: Item, now: float) -> None:
+        self._seq += 1
+        uses = self._heap.key(item)[0]
+        self._heap.set(item, (uses + 1, self._seq))
+
+    def on_remove(self, item: Item) -> None:
+        self._heap.remove(item)
+
+    def victim(self) -> Item:
+        return self._heap.min()
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._heap
+
+    def items(self) -> list[Item]:
+        return self._heap.items()

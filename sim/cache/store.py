@@ -1,0 +1,176 @@
+"""Cache store: entries, capacity accounting (noises and bytes), retrieval index, evict-until-fits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim.cache.kselect import MISS, KTable, resolve_hole
+from sim.cache.policies import WHOLE_PROMPT, Item, Policy
+from sim.retrieval.base import Retriever
+
+
+@dataclass(frozen=True, slots=True)
+class AccessResult:
+    """Outcome of one lookup. ``k_used`` is 0 on a miss; ``hole`` marks a miss or a smaller K caused
+    by eviction of the K the similarity asked for."""
+
+    entry_id: int  # matched entry, -1 when the partition was empty
+    similarity: float  # NaN when the partition was empty
+    k_selected: int
+    k_used: int
+    hole: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AdmitResult:
+    entry_id: int  # -1 when the group is larger than the whole cache and was not admitted
+    num_evicted_noises: int
+
+
+class _Entry:
+    __slots__ = ("partition", "noise_bytes", "ks")
+
+    def __init__(self, partition: Hashable, noise_bytes: int, ks: list[int]) -> None:
+        self.partition = partition
+        self.noise_bytes = noise_bytes
+        self.ks = ks  # cached K values, ascending
+
+
+class CacheStore:
+    """Owns membership, sizes and the per-partition retrieval index; asks the policy for victims.
+
+    Invariants (checked by ``check()``): used noises/bytes never exceed capacity; an entry is in its
+    partition's index iff it holds at least one noise; the policy tracks exactly the cached items.
+    """
+
+    def __init__(
+        self,
+        *,
+        ks: Sequence[int],
+        table: KTable,
+        policy: Policy,
+        make_retriever: Callable[[], Retriever],
+        capacity_noises: int | None = None,
+        capacity_bytes: int | None = None,
+    ) -> None:
+        if capacity_noises is None and capacity_bytes is None:
+            raise ValueError("a cache needs capacity_noises or capacity_bytes")
+        self.ks = tuple(sorted(ks))
+        self.table = table
+        self.policy = policy
+        self._make_retriever = make_retriever
+        self.capacity_noises = capacity_noises if capacity_noises is not None else 1 << 62
+        self.capacity_bytes = capacity_bytes if capacity_bytes is not None else 1 << 62
+        self.used_noises = 0
+        self.used_bytes = 0
+        self._entries: dict[int, _Entry] = {}
+        self._index: dict[Hashable, Retriever] = {}
+        self._next_id = 0
+        self._by_prompt = policy.unit == "prompt"
+
+    # -- lookups ---------------------------------------------------------------------------------
+    def access(self, partition: Hashable, vector: np.ndarray, text_key: int, now: float) -> AccessResult:
+        """Find the nearest cached prompt, choose K, resolve holes, and count a hit on the noise used."""
+        index = self._index.get(partition)
+        found = index.nearest(vector, text_key) if index is not None else None
+        if found is None:
+            return AccessResult(-1, float("nan"), MISS, MISS, False)
+        entry_id, similarity = found
+        k_selected = self.table.select(similarity)
+        if k_selected == MISS:
+            return AccessResult(entry_id, similarity, MISS, MISS, False)
+        k_used = resolve_hole(k_selected, self._entries[entry_id].ks)
+        if k_used != MISS:
+            item = (entry_id, WHOLE_PROMPT) if self._by_prompt else (entry_id, k_used)
+            self.policy.on_hit(item, now)
+        return AccessResult(entry_id, similarity, k_selected, k_used, k_used != k_selected)
+
+    # -- admission and eviction ------------------------------------------------------------------
+    def admit(
+        self, partition: Hashable, vector: np.ndarray, text_key: int, noise_bytes: int, now: float
+    ) -> AdmitResult:
+        """Admit one prompt with a noise at every cached K, evicting by policy until it fits.
+
+        The group is admitted whole or not at all: victims are chosen before any new noise is in,
+        so a prompt never evicts its own noises.
+        """
+        need_noises = len(self.ks)
+        need_bytes = need_noises * noise_bytes
+        if need_noises > self.capacity_noises or need_bytes > self.capacity_bytes:
+            return AdmitResult(-1, 0)
+        evicted = 0
+        while (
+            self.used_noises + need_noises > self.capacity_noises
+            or self.used_bytes + need_bytes > self.capacity_bytes
+        ):
+            evicted += self._evict(self.policy.victim())
+        entry_id = self._next_id
+        self._next_id += 1
+        self._entries[entry_id] = _Entry(partition, noise_bytes, list(self.ks))
+        self.used_noises += need_noises
+        self.used_bytes += need_bytes
+        index = self._index.get(partition)
+        if index is None:
+            index = self._index[partition] = self._make_retriever()
+        index.add(entry_id, vector, text_key)
+        if self._by_prompt:
+            self.policy.on_insert((entry_id, WHOLE_PROMPT), now)
+        else:
+            for k in self.ks:  # ascending, so FIFO/LRU order the smaller K of a prompt first
+                self.policy.on_insert((entry_id, k), now)
+        return AdmitResult(entry_id, evicted)
+
+    def _evict(self, item: Item) -> int:
+        entry_id, k = item
+        entry = self._entries[entry_id]
+        self.policy.on_remove(item)
+        if k == WHOLE_PROMPT:
+            removed = len(entry.ks)
+            entry.ks.clear()
+        else:
+            entry.ks.remove(k)
+            removed = 1
+        self.used_noises -= removed
+        self.used_bytes -= removed * entry.noise_bytes
+        if not entry.ks:
+            # A prompt leaves the retrieval index when its last noise goes.
+            del self._entries[entry_id]
+            self._index[entry.partition].remove(entry_id)
+        return removed
+
+    # -- introspection ---------------------------------------------------------------------------
+    def partition_size(self, partition: Hashable) -> int:
+        """Number of cached prompts the retrieval for ``partition`` searches."""
+        index = self._index.get(partition)
+        return len(index) if index is not None else 0
+
+    @property
+    def num_entries(self) -> int:
+        return len(self._entries)
+
+    def cached_ks(self, entry_id: int) -> tuple[int, ...]:
+        entry = self._entries.get(entry_id)
+        return tuple(entry.ks) if entry is not None else ()
+
+    def check(self) -> None:
+        """Assert every invariant; for tests (O(cache size))."""
+        assert self.used_noises <= self.capacity_noises
+        assert self.used_bytes <= self.capacity_bytes
+        assert self.used_noises == sum(len(e.ks) for e in self._entries.values())
+        assert self.used_bytes == sum(len(e.ks) * e.noise_bytes for e in self._entries.values())
+        indexed = {}
+        for part, index in self._index.items():
+            indexed[part] = len(index)
+        per_part: dict[Hashable, int] = {}
+        for e in self._entries.values():
+            assert e.ks, "an entry without noises must leave the store"
+            per_part[e.partition] = per_part.get(e.partition, 0) + 1
+        assert {p: n for p, n in indexed.items() if n} == per_part
+        if self._by_prompt:
+            expected = {(eid, WHOLE_PROMPT) for eid in self._entries}
+        else:
+            expected = {(eid, k) for eid, e in self._entries.items() for k in e.ks}
+        assert set(self.policy.items()) == expected and len(self.policy) == len(expected)

@@ -1,0 +1,1 @@
+"""Experiments: config schema, sweeps, runner, results store, figures and tables."""

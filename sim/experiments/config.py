@@ -1,0 +1,253 @@
+"""Experiment configuration: frozen, validated on load, unknown keys rejected with their dotted path."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from sim.cache.kselect import DEFAULT_KS, DEFAULT_THRESHOLDS, check_table
+from sim.errors import ConfigError
+from sim.experiments.schema import build, set_dotted, to_data
+
+Problems = list[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class TraceConfig:
+    path: str = "traces/tiny/trace.parquet"
+    #: simulated arrival = trace arrival x time_scale (0.5 replays twice as fast: double the load)
+    time_scale: float = 1.0
+    #: replay only the first N requests
+    limit: int | None = None
+
+    def problems(self) -> Problems:
+        out: Problems = []
+        if not self.time_scale > 0:
+            out.append(("time_scale", f"a number > 0, got {self.time_scale}"))
+        if self.limit is not None and self.limit < 1:
+            out.append(("limit", f"an integer >= 1 or null, got {self.limit}"))
+        return out
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The served model. Trace rows may override width, height, steps and sampler per request."""
+
+    name: str = "sdxl"
+    num_steps: int = 50  # NIRVANA: N = 50
+    width: int = 1024
+    height: int = 1024
+    sampler: str = "ddim"
+    # Latent shape: SD-1.5/SDXL VAEs give 4 channels at 1/8 resolution; fp16 = 2 bytes.
+    latent_channels: int = 4
+    vae_scale_factor: int = 8
+    latent_dtype_bytes: int = 2
+
+    def problems(self) -> Problems:
+        out: Problems = []
+        for key in ("num_steps", "width", "height", "latent_channels", "vae_scale_factor"):
+            if getattr(self, key) < 1:
+                out.append((key, f"an integer >= 1, got {getattr(self, key)}"))
+        if self.latent_dtype_bytes not in (1, 2, 4):
+            out.append(("latent_dtype_bytes", f"1, 2 or 4, got {self.latent_dtype_bytes}"))
+        return out
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """Similarity strictly above ``above`` selects ``k`` (the first matching row wins)."""
+
+    above: float
+    k: int
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    enabled: bool = True
+    policy: str = "lcbfu"
+    #: what one eviction removes: a single noise, or a whole prompt with all its noises
+    eviction_unit: Literal["noise", "prompt"] = "noise"
+    capacity_noises: int | None = 1500
+    capacity_bytes: int | None = None
+    #: the K values at which a miss stores a latent (NIRVANA: 5, 10, 15, 20, 25)
+    ks: tuple[int, ...] = DEFAULT_KS
+    thresholds: tuple[Threshold, ...] = tuple(Threshold(a, k) for a, k in DEFAULT_THRESHOLDS)
+    retrieval: str = "exact_cosine"
+    #: shared: one cache for all users (NIRVANA); user: retrieval partitioned per user
+    scope: Literal["shared", "user"] = "shared"
+    #: latents become usable only once the storage write finishes (else at generation end)
+    write_delay: bool = True
+
+    def problems(self) -> Problems:
+        from sim.cache.policies import POLICIES
+        from sim.retrieval import RETRIEVERS
+
+        out: Problems = []
+        if self.policy not in POLICIES:
+            out.append(("policy", f"one of {', '.join(POLICIES.names())}, got {self.policy!r}"))
+        elif self.eviction_unit not in POLICIES.get(self.policy).units:
+            units = POLICIES.get(self.policy).units
+            out.append(("eviction_unit", f"one of {list(units)} for policy {self.policy}"))
+        if self.retrieval not in RETRIEVERS:
+            names = ", ".join(RETRIEVERS.names())
+            out.append(("retrieval", f"one of {names}, got {self.retrieval!r}"))
+        if self.capacity_noises is None and self.capacity_bytes is None:
+            out.append(("capacity_noises", "capacity_noises or capacity_bytes to be set"))
+        for key in ("capacity_noises", "capacity_bytes"):
+            value = getattr(self, key)
+            if value is not None and value <= 0:
+                out.append((key, f"a positive integer or null, got {value}"))
+        if not self.ks or any(k < 1 for k in self.ks) or len(set(self.ks)) != len(self.ks):
+            out.append(("ks", f"distinct positive integers, got {list(self.ks)}"))
+        why = check_table([(t.above, t.k) for t in self.thresholds], self.ks)
+        if why is not None:
+            out.append(("thresholds", why))
+        return out
+
+
+@dataclass(frozen=True)
+class HardwareConfig:
+    latency_profile: str = "profiles/latency/sdxl-1024-a10g-published.yaml"
+    gpu: str = "a10g"
+    num_gpus: int = 4
+    #: coefficient of variation of a lognormal factor on each request's step time (0 = deterministic)
+    step_jitter_cv: float = 0.0
+
+    def problems(self) -> Problems:
+        out: Problems = []
+        if self.num_gpus < 1:
+            out.append(("num_gpus", f"an integer >= 1, got {self.num_gpus}"))
+        if not self.step_jitter_cv >= 0:
+            out.append(("step_jitter_cv", f"a number >= 0, got {self.step_jitter_cv}"))
+        return out
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    profile: str = "profiles/storage/local-measured.yaml"
+    #: tier (named in the storage profile) that holds cached latents
+    latent_tier: str = "local_disk"
+
+
+@dataclass(frozen=True)
+class FrontendConfig:
+    """Prompt embedding and vector search, which run before a request reaches a GPU."""
+
+    profile: str = "profiles/frontend/cpu-minilm-numpy-measured.yaml"
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    profile: str = "profiles/quality/nirvana-relative-published.yaml"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One fully resolved simulation: what ``config.yaml`` beside every result holds."""
+
+    name: str = "experiment"
+    seed: int = 0
+    trace: TraceConfig = field(default_factory=TraceConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    frontend: FrontendConfig = field(default_factory=FrontendConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
+
+    def problems(self) -> Problems:
+        if not self.name or "/" in self.name:
+            return [("name", f"a non-empty name without '/', got {self.name!r}")]
+        return []
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A base run and an optional grid sweep over dotted keys (one run per combination)."""
+
+    base: RunConfig
+    sweep: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+
+    def runs(self) -> list[tuple[str, RunConfig]]:
+        """(run folder name, config) per grid point; names come from the swept values (Hydra style)."""
+        if not self.sweep:
+            return [("run", self.base)]
+        keys = [k for k, _ in self.sweep]
+        out = []
+        for values in itertools.product(*(v for _, v in self.sweep)):
+            data = to_data(self.base)
+            for key, value in zip(keys, values, strict=True):
+                set_dotted(data, key, value)
+            name = ",".join(f"{k}={_fmt(v)}" for k, v in zip(keys, values, strict=True))
+            out.append((name, build(RunConfig, data)))
+        return out
+
+
+def _fmt(value: Any) -> str:
+    return "null" if value is None else str(value).replace("/", "_")
+
+
+def parse_overrides(pairs: list[str]) -> list[tuple[str, Any]]:
+    """``key.sub=value`` strings; the value is parsed as YAML (numbers, lists, null)."""
+    out = []
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {pair!r}: expected KEY=VALUE with a dotted key")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({exc})") from None
+        out.append((key, value))
+    return out
+
+
+def load_experiment(path: str | Path, overrides: list[tuple[str, Any]] = ()) -> Experiment:  # type: ignore[assignment]
+    """Read, override and validate an experiment YAML; every error names the file and dotted key."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: experiment file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return experiment_from_data(raw, overrides, source=str(path))
+
+
+def experiment_from_data(
+    raw: dict[str, Any], overrides: list[tuple[str, Any]] = (), source: str = "<config>"  # type: ignore[assignment]
+) -> Experiment:
+    data = copy.deepcopy(raw)
+    sweep_raw = data.pop("sweep", None) or {}
+    try:
+        for key, value in overrides:
+            if key.startswith("sweep."):
+                sweep_raw[key[len("sweep.") :]] = value
+            else:
+                set_dotted(data, key, value)
+        base = build(RunConfig, data)
+        if not isinstance(sweep_raw, dict):
+            raise ConfigError("sweep: expected a mapping of dotted key -> list of values")
+        sweep = []
+        for key, values in sweep_raw.items():
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f"sweep.{key}: expected a non-empty list of values")
+            sweep.append((str(key), tuple(values)))
+        experiment = Experiment(base, tuple(sweep))
+        experiment.runs()  # validates every grid point now, not halfway through a sweep
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return experiment
+
+
+def dump_run_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(to_data(cfg), sort_keys=False)

@@ -1,0 +1,78 @@
+"""Markdown and CSV tables built from summary.json files only (never re-simulating)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# (column header, summary path, format)
+RUN_ROWS: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("requests", ("requests",), "{:d}"),
+    ("hit rate", ("hit_rate",), "{:.3f}"),
+    ("compute saved", ("compute_saved",), "{:.3f}"),
+    ("hole hits / hole misses", ("hole_hits", "hole_misses"), "{} / {}"),
+    ("evicted noises", ("evicted_noises",), "{:d}"),
+    ("latency mean (s)", ("latency_s", "mean"), "{:.2f}"),
+    ("latency p50 / p95 / p99 (s)", ("latency_s", "p50", "p95", "p99"), "{:.2f} / {:.2f} / {:.2f}"),
+    ("queue wait mean (s)", ("queue_wait_s", "mean"), "{:.2f}"),
+    ("throughput (req/s)", ("throughput_rps",), "{:.3f}"),
+    ("GPU utilisation", ("gpu_utilisation",), "{:.3f}"),
+    ("offered load", ("offered_load",), "{:.3f}"),
+    ("saturated", ("saturated",), "{}"),
+    ("mean relative quality", ("quality_mean",), "{:.4f}"),
+)
+
+
+def _get(summary: dict[str, Any], path: tuple[str, ...]) -> Any:
+    node: Any = summary
+    for p in path:
+        node = node[p]
+    return node
+
+
+def _cell(summary: dict[str, Any], path: tuple[str, ...], fmt: str) -> str:
+    if len(path) > 1 and isinstance(_get(summary, path[:1]), dict):
+        values = [_get(summary, (path[0], p)) for p in path[1:]]
+    elif len(path) > 1:
+        values = [_get(summary, (p,)) for p in path]
+    else:
+        values = [_get(summary, path)]
+    if any(v is None for v in values):
+        return "n/a"
+    return fmt.format(*values)
+
+
+def run_markdown(summary: dict[str, Any]) -> str:
+    lines = [f"# {summary['name']}", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {label} | {_cell(summary, path, fmt)} |" for label, path, fmt in RUN_ROWS]
+    hist = summary["k_histogram"]
+    lines += ["", "| K used | requests |", "|---|---|"]
+    lines += [f"| {'miss' if k == '0' else k} | {n} |" for k, n in hist.items()]
+    return "\n".join(lines) + "\n"
+
+
+COMPARE = (
+    ("hit rate", ("hit_rate",), "{:.3f}"),
+    ("compute saved", ("compute_saved",), "{:.3f}"),
+    ("latency mean (s)", ("latency_s", "mean"), "{:.2f}"),
+    ("latency p99 (s)", ("latency_s", "p99"), "{:.2f}"),
+    ("GPU util.", ("gpu_utilisation",), "{:.3f}"),
+    ("quality", ("quality_mean",), "{:.4f}"),
+    ("saturated", ("saturated",), "{}"),
+)
+
+
+def experiment_rows(runs: list[tuple[dict[str, Any], dict[str, Any]]]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: swept values first, then the comparison metrics; one row per run."""
+    swept = list(runs[0][0]) if runs else []
+    header = swept + [label for label, _, _ in COMPARE]
+    rows = []
+    for values, summary in runs:
+        rows.append([str(values[k]) for k in swept] + [_cell(summary, p, f) for _, p, f in COMPARE])
+    return header, rows
+
+
+def experiment_markdown(name: str, runs: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
+    header, rows = experiment_rows(runs)
+    lines = [f"# {name}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,147 @@
+"""Profile files (latency, storage, frontend, quality): strict loading; every file carries provenance."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sim.errors import InputError
+from sim.paths import resolve
+
+PROVENANCE_TYPES = ("measured", "published")
+# What a provenance block must say, by type (profiles/README.md documents each field).
+PROVENANCE_FIELDS = {
+    "measured": ("command", "date", "hardware", "versions"),
+    "published": ("source", "says"),
+}
+
+
+def _read(path: str, kind: str) -> tuple[Path, dict[str, Any]]:
+    file = resolve(path)
+    try:
+        data = yaml.safe_load(file.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: {kind} profile not found") from None
+    except yaml.YAMLError as exc:
+        raise InputError(f"{file}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{file}: expected a mapping at the top level")
+    if data.get("kind") != kind:
+        raise InputError(f"{file}: field 'kind': expected {kind!r}, got {data.get('kind')!r}")
+    prov = data.get("provenance")
+    if not isinstance(prov, dict) or prov.get("type") not in PROVENANCE_TYPES:
+        raise InputError(f"{file}: field 'provenance.type': expected one of {PROVENANCE_TYPES}")
+    for key in PROVENANCE_FIELDS[prov["type"]]:
+        if not prov.get(key):
+            raise InputError(f"{file}: field 'provenance.{key}': required for {prov['type']} profiles")
+    return file, data
+
+
+def _number(file: Path, where: str, value: Any, *, positive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        raise InputError(f"{file}: field '{where}': expected a number, got {value!r}")
+    if value < 0 or (positive and value == 0):
+        raise InputError(f"{file}: field '{where}': expected a {'positive' if positive else 'non-negative'} number, got {value}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class StepLatency:
+    """Seconds for one request at batch 1: text encoder + steps x step_s + VAE decode."""
+
+    step_s: float
+    text_encoder_s: float
+    vae_decode_s: float
+
+
+def load_latency(path: str, model: str, gpu: str, width: int, height: int) -> StepLatency:
+    file, data = _read(path, "latency")
+    rows = data.get("entries")
+    if not isinstance(rows, list) or not rows:
+        raise InputError(f"{file}: field 'entries': expected a non-empty list")
+    known = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise InputError(f"{file}: field 'entries[{i}]': expected a mapping")
+        key = (row.get("model"), row.get("gpu"), row.get("width"), row.get("height"), row.get("batch", 1))
+        known.append(f"{key[0]}/{key[1]}/{key[2]}x{key[3]}/batch {key[4]}")
+        if key == (model, gpu, width, height, 1):
+            return StepLatency(
+                step_s=_number(file, f"entries[{i}].step_s", row.get("step_s"), positive=True),
+                text_encoder_s=_number(file, f"entries[{i}].text_encoder_s", row.get("text_encoder_s")),
+                vae_decode_s=_number(file, f"entries[{i}].vae_decode_s", row.get("vae_decode_s")),
+            )
+    raise InputError(
+        f"{file}: no entry for model {model} on GPU {gpu} at {width}x{height}, batch 1; "
+        f"known: {'; '.join(known)}"
+    )
+
+
+@dataclass(frozen=True)
+class StorageTier:
+    read_latency_s: float
+    read_bytes_per_s: float
+    write_latency_s: float
+    write_bytes_per_s: float
+
+    def read_s(self, num_bytes: int) -> float:
+        return self.read_latency_s + num_bytes / self.read_bytes_per_s
+
+    def write_s(self, num_bytes: int) -> float:
+        return self.write_latency_s + num_bytes / self.write_bytes_per_s
+
+
+def load_storage_tier(path: str, tier: str) -> StorageTier:
+    file, data = _read(path, "storage")
+    tiers = data.get("tiers")
+    if not isinstance(tiers, dict) or not tiers:
+        raise InputError(f"{file}: field 'tiers': expected a mapping of tier name -> figures")
+    if tier not in tiers:
+        raise InputError(f"{file}: no tier {tier!r}; known: {', '.join(sorted(tiers))}")
+    row = tiers[tier]
+    if not isinstance(row, dict):
+        raise InputError(f"{file}: field 'tiers.{tier}': expected a mapping")
+    f = {
+        name: _number(file, f"tiers.{tier}.{name}", row.get(name), positive=name.endswith("bytes_per_s"))
+        for name in ("read_latency_s", "read_bytes_per_s", "write_latency_s", "write_bytes_per_s")
+    }
+    return StorageTier(**f)
+
+
+@dataclass(frozen=True)
+class Frontend:
+    """Embedding one prompt, and exact top-1 search whose cost grows with the number of cached prompts."""
+
+    embed_s: float
+    search_base_s: float
+    search_per_vector_s: float
+
+    def search_s(self, num_vectors: int) -> float:
+        return self.search_base_s + self.search_per_vector_s * num_vectors
+
+
+def load_frontend(path: str) -> Frontend:
+    file, data = _read(path, "frontend")
+    return Frontend(
+        embed_s=_number(file, "embed_s", data.get("embed_s")),
+        search_base_s=_number(file, "search_base_s", data.get("search_base_s")),
+        search_per_vector_s=_number(file, "search_per_vector_s", data.get("search_per_vector_s")),
+    )
+
+
+def load_quality_by_k(path: str, ks: tuple[int, ...]) -> dict[int, float]:
+    """Relative quality (1.0 = from scratch) at K = 0 and at every cached K."""
+    file, data = _read(path, "quality")
+    by_k = data.get("by_k")
+    if not isinstance(by_k, dict):
+        raise InputError(f"{file}: field 'by_k': expected a mapping of K -> relative quality")
+    out = {}
+    for k in (0, *ks):
+        if k not in by_k:
+            raise InputError(f"{file}: field 'by_k': no value for K={k} (has {sorted(by_k)})")
+        out[k] = _number(file, f"by_k.{k}", by_k[k])
+    return out

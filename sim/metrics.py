@@ -1,0 +1,94 @@
+"""Per-request records -> run summary (plain data, JSON-ready, deterministic)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+PERCENTILES = (50, 95, 99)
+
+
+def _r(x: float) -> float:
+    """Round so summaries stay readable; identical inputs still give identical bytes."""
+    return float(round(float(x), 9))
+
+
+def _dist(values: np.ndarray) -> dict[str, float]:
+    out = {"mean": _r(values.mean())}
+    for p in PERCENTILES:
+        out[f"p{p}"] = _r(np.percentile(values, p))
+    return out
+
+
+def queue_length_at_arrivals(rec: dict[str, np.ndarray]) -> np.ndarray:
+    """Requests waiting for a GPU at each request's queue entry (excluding itself)."""
+    enter = rec["finish_s"] - rec["service_s"] - rec["queue_wait_s"]
+    start = rec["finish_s"] - rec["service_s"]
+    order_enter = np.sort(enter)
+    order_start = np.sort(start)
+    entered = np.searchsorted(order_enter, enter, side="left")
+    started = np.searchsorted(order_start, enter, side="right")
+    return np.maximum(entered - started, 0)
+
+
+def is_saturated(rec: dict[str, np.ndarray], num_gpus: int) -> tuple[bool, float]:
+    """Whether the GPU queue grows without bound, and the offered load that says so.
+
+    Saturated when the offered load (GPU work per unit of arrival time per GPU) is >= 1, or when
+    queue waits trend upwards across the run: the mean wait of the last tenth of requests exceeds
+    both ten mean service times and twice the mean wait of the middle of the run.
+    """
+    arrival, wait, service = rec["arrival_s"], rec["queue_wait_s"], rec["service_s"]
+    n = len(arrival)
+    span = float(arrival[-1] - arrival[0])
+    offered = float(service.sum() / (num_gpus * span)) if span > 0 else float("inf")
+    if offered >= 1.0:
+        return True, offered
+    if n < 20:
+        return False, offered
+    tail = wait[-(n // 10):].mean()
+    middle = wait[n // 3 : 2 * n // 3].mean()
+    return bool(tail > 10 * service.mean() and tail > 2 * middle), offered
+
+
+def summarize(rec: dict[str, np.ndarray], *, ks: tuple[int, ...], num_gpus: int) -> dict[str, Any]:
+    n = len(rec["arrival_s"])
+    k_used = rec["k_used"]
+    k_selected = rec["k_selected"]
+    hits = int((k_used > 0).sum())
+    steps_total = int(rec["num_steps"].sum())
+    steps_skipped = int(k_used.sum())
+    makespan = float(rec["finish_s"].max() - rec["arrival_s"].min())
+    busy = float(rec["service_s"].sum())
+    saturated, offered = is_saturated(rec, num_gpus)
+    counts = {str(k): int((k_used == k).sum()) for k in (0, *ks)}
+    return {
+        "requests": n,
+        "hits": hits,
+        "misses": n - hits,
+        "hit_rate": _r(hits / n),
+        "k_histogram": counts,
+        # a hole: similarity asked for K but eviction left only a smaller K' (or none: a miss)
+        "hole_hits": int(((k_used > 0) & (k_used < k_selected)).sum()),
+        "hole_misses": int(((k_selected > 0) & (k_used == 0)).sum()),
+        "steps_total": steps_total,
+        "steps_skipped": steps_skipped,
+        # NIRVANA's metric: fraction of denoising compute saved, sum K_used / (N x requests)
+        "compute_saved": _r(steps_skipped / steps_total),
+        "admissions": int((rec["admitted_entry"] >= 0).sum()),
+        "admissions_rejected": int(((k_used == 0) & (rec["admitted_entry"] < 0) & ~np.isnan(rec["admit_s"])).sum()),
+        "evicted_noises": int(rec["num_evicted"].sum()),
+        "latency_s": _dist(rec["latency_s"]),
+        "queue_wait_s": _dist(rec["queue_wait_s"]),
+        "service_s": _dist(rec["service_s"]),
+        "retrieval_s": _dist(rec["embed_s"] + rec["retrieval_s"] + rec["fetch_s"]),
+        "makespan_s": _r(makespan),
+        "throughput_rps": _r(n / makespan) if makespan > 0 else None,
+        "gpu_seconds": _r(busy),
+        "gpu_utilisation": _r(busy / (num_gpus * makespan)) if makespan > 0 else None,
+        "offered_load": _r(offered),
+        "saturated": saturated,
+        "max_queue_length": int(queue_length_at_arrivals(rec).max()),
+        "quality_mean": _r(rec["quality"].mean()),
+    }

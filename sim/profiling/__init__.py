@@ -1,0 +1,1 @@
+"""Profilers that write profiles/ files from real measurements, with provenance."""

@@ -1,0 +1,151 @@
+"""Measure this host: prompt embedding, exact vector search, and latent storage tiers (RAM, disk).
+
+Writes profiles/frontend/cpu-minilm-numpy-measured.yaml and profiles/storage/local-measured.yaml.
+Each figure is a median over repeats (timings on shared machines are noisy); the linear models
+(latency + bytes / bandwidth, base + per-vector cost) are least-squares fits over several sizes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+LATENT_SIZES = (32 * 1024, 128 * 1024, 512 * 1024, 2 * 1024 * 1024)
+SEARCH_SIZES = (1_000, 10_000, 50_000, 100_000)
+
+
+def _median_s(fn: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def _fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """(intercept, slope) clipped at zero: a negative fitted latency or cost is noise."""
+    slope, intercept = np.polyfit(np.asarray(xs, float), np.asarray(ys, float), 1)
+    return max(float(intercept), 0.0), max(float(slope), 1e-15)
+
+
+def _hardware() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores visible, {platform.system()} {platform.release()}"
+
+
+def _provenance(command: str, extra: dict[str, str]) -> dict[str, object]:
+    pkgs = ["numpy", *extra]
+    return {
+        "type": "measured",
+        "command": command,
+        "date": dt.date.today().isoformat(),
+        "hardware": _hardware(),
+        "versions": {"python": sys.version.split()[0], **{p: version(p) for p in pkgs}},
+        "method": "; ".join(extra.values()),
+    }
+
+
+def measure_storage(folder: Path, repeats: int) -> dict[str, float]:
+    """Write (with fsync) and read one latent-sized file; reads evict the page cache first."""
+    xs, w, r = [], [], []
+    payloads = {n: np.random.default_rng(0).integers(0, 255, n, dtype=np.uint8).tobytes() for n in LATENT_SIZES}
+    path = folder / "latent.bin"
+    for n, payload in payloads.items():
+        def write() -> None:
+            with open(path, "wb") as fh:
+                fh.write(payload)
+                fh.flush()
+                os.fsync(fh.fileno())
+
+        def read() -> None:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                os.read(fd, n)
+            finally:
+                os.close(fd)
+
+        w.append(_median_s(write, repeats))
+        write()
+        r.append(_median_s(read, repeats))
+        xs.append(n)
+    rl, rs = _fit(xs, r)
+    wl, ws = _fit(xs, w)
+    return {"read_latency_s": rl, "read_bytes_per_s": 1 / rs, "write_latency_s": wl, "write_bytes_per_s": 1 / ws}
+
+
+def measure_search(repeats: int, dim: int = 384) -> tuple[float, float]:
+    """Exact top-1 cosine (one float32 mat-vec + argmax) vs number of cached vectors."""
+    rng = np.random.default_rng(0)
+    xs, ys = [], []
+    for n in SEARCH_SIZES:
+        mat = rng.standard_normal((n, dim)).astype(np.float32)
+        q = rng.standard_normal(dim).astype(np.float32)
+        ys.append(_median_s(lambda mat=mat, q=q: int(np.argmax(mat @ q)), max(repeats // 4, 5)))
+        xs.append(n)
+    return _fit(xs, ys)
+
+
+def measure_embed(repeats: int) -> float:
+    from sim.workload.embedders import EMBEDDERS
+
+    model = EMBEDDERS.get("minilm")()
+    prompts = [f"a watercolor painting of a lighthouse at dusk, detailed, trending, variant {i}" for i in range(repeats)]
+    model.embed(prompts[:8])  # warm-up
+    it = iter(prompts)
+    return _median_s(lambda: model.embed([next(it)]), repeats)
+
+
+def profile_host(out_dir: Path, repeats: int = 200) -> list[Path]:
+    command = f"python -m sim profile host --out-dir {out_dir} --repeats {repeats}"
+    embed_s = measure_embed(min(repeats, 100))
+    base_s, per_vector_s = measure_search(repeats)
+    frontend = {
+        "kind": "frontend",
+        "provenance": _provenance(command, {
+            "sentence-transformers": "embed_s: median latency of embedding one prompt (batch 1) with minilm on CPU",
+            "torch": f"search: median exact top-1 over {list(SEARCH_SIZES)} float32 384-d vectors, linear fit",
+        }),
+        "embed_s": round(embed_s, 6),
+        "search_base_s": round(base_s, 7),
+        "search_per_vector_s": float(f"{per_vector_s:.4g}"),
+    }
+    tiers = {}
+    with tempfile.TemporaryDirectory(dir="/dev/shm" if Path("/dev/shm").is_dir() else None) as shm:
+        tiers["host_ram"] = measure_storage(Path(shm), repeats)
+    with tempfile.TemporaryDirectory(dir=os.environ.get("NIRVANA_DISK_DIR", Path.cwd())) as disk:
+        tiers["local_disk"] = measure_storage(Path(disk), repeats)
+    storage = {
+        "kind": "storage",
+        "provenance": _provenance(command, {
+            "numpy": f"median write+fsync and page-cache-evicted read of {[s // 1024 for s in LATENT_SIZES]} KiB "
+            "files; latency and bandwidth from a linear fit over sizes; host_ram is tmpfs (/dev/shm), "
+            "local_disk the working directory's file system"
+        }),
+        "tiers": {name: {k: float(f"{v:.4g}") for k, v in t.items()} for name, t in tiers.items()},
+    }
+    paths = []
+    for rel, data in (("frontend/cpu-minilm-numpy-measured.yaml", frontend), ("storage/local-measured.yaml", storage)):
+        path = out_dir / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        paths.append(path)
+    return paths

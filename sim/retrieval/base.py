@@ -1,0 +1,32 @@
+"""Nearest-cached-prompt lookup interface: exact reference now, faster implementations later."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import numpy as np
+
+
+class Retriever(ABC):
+    """Top-1 nearest cached prompt within one partition (compatibility key x cache scope).
+
+    ``text_key`` identifies the prompt text (equal text, equal key); ``vector`` is its unit-norm
+    embedding. Ties in similarity go to the smallest entry id (the oldest admission), so every
+    implementation returns the same answer.
+    """
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def add(self, entry_id: int, vector: np.ndarray, text_key: int) -> None: ...
+
+    @abstractmethod
+    def remove(self, entry_id: int) -> None: ...
+
+    @abstractmethod
+    def nearest(self, vector: np.ndarray, text_key: int) -> tuple[int, float] | None:
+        """(entry id, cosine similarity) of the best cached prompt, or None when empty."""
+
+    @abstractmethod
+    def __len__(self) -> int: ...

@@ -1,0 +1,1 @@
+"""Workloads: canonical trace format, readers, synthetic generators and embedders."""

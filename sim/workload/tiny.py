@@ -1,0 +1,126 @@
+"""The committed tiny trace, built deterministically from real prompts of a production retrieval log.
+
+Derivation (traces/README.md repeats it): rows of ../shared/data/clip_pairs_calibration.csv are
+shuffled with the seed. A row whose query matched a cached prompt (CLIP score > 0.65) becomes two
+requests, the cached prompt first and the query after an exponential gap, by the same user with
+probability ``same_user``; a row without a match becomes one request. Then ``repeat_share`` of all
+requests are exact repeats of an earlier request's prompt (DiffusionDB 2M: ~25% repeat an earlier
+prompt), picked uniformly among earlier requests, so popular prompts gain popularity. Arrival
+times are a homogeneous Poisson process (uniform order statistics) over ``num_requests / rate``.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from sim.errors import InputError
+from sim.workload.trace import embeddings_path, write_embeddings, write_trace
+
+
+def read_calibration(path: Path) -> list[tuple[float, str, str]]:
+    """(clip_score, query_prompt, cached_prompt or '') rows; errors name the file and row."""
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            missing = {"clip_score", "query_prompt", "cached_prompt"} - set(reader.fieldnames or [])
+            if missing:
+                raise InputError(f"{path}: missing columns {sorted(missing)}")
+            rows = []
+            for i, row in enumerate(reader, start=2):
+                try:
+                    score = float(row["clip_score"])
+                except ValueError:
+                    raise InputError(f"{path}: line {i}: clip_score {row['clip_score']!r} is not a number") from None
+                if row["query_prompt"].strip():
+                    rows.append((score, row["query_prompt"], row["cached_prompt"]))
+    except FileNotFoundError:
+        raise InputError(f"{path}: calibration file not found") from None
+    return rows
+
+
+def build_tiny_trace(
+    calibration: Path,
+    out: Path,
+    *,
+    num_requests: int = 4000,
+    seed: int = 0,
+    rate_per_s: float = 0.2,
+    pair_gap_mean_s: float = 1200.0,
+    same_user: float = 0.6,
+    repeat_share: float = 0.25,
+    num_users: int = 400,
+    embedder_name: str = "minilm",
+) -> dict[str, Any]:
+    from sim.workload.embedders import EMBEDDERS
+
+    rows = read_calibration(calibration)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(rows))
+    horizon_s = num_requests / rate_per_s
+    # Zipf-like user activity: a few heavy users, a long tail.
+    user_weights = 1.0 / np.arange(1, num_users + 1) ** 1.1
+    user_weights /= user_weights.sum()
+
+    def pick_user() -> str:
+        return f"u{int(rng.choice(num_users, p=user_weights)):04d}"
+
+    events: list[tuple[float, str, str]] = []
+    seen: set[str] = set()
+    repeats = 0
+    target_repeats = int(round(num_requests * repeat_share))
+
+    def emit(t: float, prompt: str, user: str) -> None:
+        nonlocal repeats
+        repeats += prompt in seen
+        seen.add(prompt)
+        events.append((t, prompt, user))
+
+    # Real rows first (the log has exact repeats of its own), leaving room for the repeats still owed.
+    for j in order:
+        if len(events) + max(0, target_repeats - repeats) >= num_requests:
+            break
+        _score, query, cached = rows[j]
+        t = float(rng.uniform(0, horizon_s))
+        user = pick_user()
+        if cached.strip():
+            emit(t, cached, user)
+            second = user if rng.random() < same_user else pick_user()
+            emit(t + float(rng.exponential(pair_gap_mean_s)), query, second)
+        else:
+            emit(t, query, user)
+    while len(events) < num_requests:
+        t, prompt, user = events[int(rng.integers(len(events)))]
+        who = user if rng.random() < 0.5 else pick_user()
+        emit(t + float(rng.exponential(pair_gap_mean_s)), prompt, who)
+    events.sort()
+    events = events[:num_requests]
+
+    table = pa.table({
+        "request_id": [f"tiny-{i:05d}" for i in range(len(events))],
+        "arrival_s": [round(t, 3) for t, _, _ in events],
+        "prompt": [p for _, p, _ in events],
+        "user": [u for _, _, u in events],
+    })
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_trace(table, out)
+    prompts = list(dict.fromkeys(p for _, p, _ in events))
+    embedder = EMBEDDERS.get(embedder_name)()
+    write_embeddings(prompts, embedder.embed(prompts), embedder.tag, embeddings_path(out))
+    seen.clear()
+    repeats = 0
+    for _, p, _ in events:
+        repeats += p in seen
+        seen.add(p)
+    return {
+        "requests": len(events),
+        "unique_prompts": len(prompts),
+        "exact_repeat_share": round(repeats / len(events), 4),
+        "users": len({u for _, _, u in events}),
+        "span_s": round(events[-1][0] - events[0][0], 1),
+        "embedder": embedder.tag,
+    }
