@@ -184,7 +184,10 @@ class Experiment:
             for key, value in zip(keys, values, strict=True):
                 set_dotted(data, key, value)
             name = ",".join(f"{k}={_fmt(v)}" for k, v in zip(keys, values, strict=True))
-            out.append((name, build(RunConfig, data)))
+            try:
+                out.append((name, build(RunConfig, data)))
+            except ConfigError as exc:
+                raise ConfigError(f"sweep point {name}: {exc}") from None
         return out
 
 

@@ -92,6 +92,12 @@ def build_requests(cfg: RunConfig, trace: Trace) -> tuple[Requests, list[Any]]:
     return requests, latencies
 
 
+def usable_ks(cfg: RunConfig) -> tuple[int, ...]:
+    """The K a hit can use: cached K up to the largest K the threshold table selects (holes round down)."""
+    top = max(t.k for t in cfg.cache.thresholds)
+    return tuple(k for k in cfg.cache.ks if k <= top)
+
+
 def make_store(cfg: RunConfig, dim: int) -> CacheStore | None:
     c = cfg.cache
     if not c.enabled:
@@ -119,7 +125,7 @@ def simulate(cfg: RunConfig, trace: Trace | None = None) -> tuple[Trace, dict[st
         frontend=load_frontend(cfg.frontend.profile),
         tier=load_storage_tier(cfg.storage.profile, cfg.storage.latent_tier),
         num_gpus=cfg.hardware.num_gpus,
-        quality_by_k=load_quality_by_k(cfg.quality.profile, cfg.cache.ks),
+        quality_by_k=load_quality_by_k(cfg.quality.profile, usable_ks(cfg)),
         write_delay=cfg.cache.write_delay,
     )
     records = engine.run()
@@ -148,6 +154,8 @@ def write_run(cfg: RunConfig, folder: Path) -> dict[str, Any]:
     timings = {"wall_s": round(wall_s, 3), "requests": len(trace),
                "simulated_requests_per_s": round(len(trace) / wall_s, 1) if wall_s > 0 else None}
     (tmp / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
+    if folder.exists():
+        shutil.rmtree(folder)  # an unfinished run left by an interrupted sweep (we are resuming it)
     os.replace(tmp, folder)  # a run folder appears whole or not at all
     report_run(folder)
     return summary

@@ -134,7 +134,7 @@ def load_frontend(path: str) -> Frontend:
 
 
 def load_quality_by_k(path: str, ks: tuple[int, ...]) -> dict[int, float]:
-    """Relative quality (1.0 = from scratch) at K = 0 and at every cached K."""
+    """Relative quality (1.0 = from scratch) at K = 0 and at each K in ``ks`` (the K a hit can use)."""
     file, data = _read(path, "quality")
     by_k = data.get("by_k")
     if not isinstance(by_k, dict):

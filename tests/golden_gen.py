@@ -1,0 +1,59 @@
+"""Golden integer counts per policy x capacity on the tiny trace; `make golden` regenerates them.
+
+Run as `python -m tests.golden_gen`; review the diff of tests/golden/tiny_counts.json before
+committing. Only integers are stored (STYLE.md: golden files hold integers).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from sim.cache.policies import POLICIES
+from sim.experiments.config import RunConfig, experiment_from_data, load_experiment
+from sim.experiments.runner import simulate
+
+ROOT = Path(__file__).resolve().parent.parent
+GOLDEN = ROOT / "tests" / "golden" / "tiny_counts.json"
+EXAMPLES = sorted((ROOT / "experiments" / "examples").glob("*.yaml"))
+EXAMPLE_GOLDEN = ROOT / "tests" / "golden" / "examples"
+CAPACITIES = (150, 1500, 5000)
+COUNT_KEYS = ("hits", "misses", "hole_hits", "hole_misses", "steps_skipped", "admissions", "evicted_noises")
+
+
+def cases() -> list[tuple[str, RunConfig]]:
+    """Every registered policy x unit x capacity, on the whole tiny trace."""
+    out = []
+    for policy in POLICIES.names():
+        for unit in POLICIES.get(policy).units:
+            for cap in CAPACITIES:
+                data = {"name": "golden", "cache": {"policy": policy, "eviction_unit": unit, "capacity_noises": cap}}
+                out.append((f"{policy}/{unit}/{cap}", experiment_from_data(data).base))
+    return out
+
+
+def counts(cfg: RunConfig) -> dict[str, Any]:
+    _, _, summary = simulate(cfg)
+    return {**{k: summary[k] for k in COUNT_KEYS}, "k_histogram": summary["k_histogram"]}
+
+
+def example_summaries(path: Path) -> dict[str, Any]:
+    """Every run's summary of one experiments/examples file, by run folder name."""
+    return {name: simulate(cfg)[2] for name, cfg in load_experiment(path).runs()}
+
+
+def main() -> None:
+    golden = {name: counts(cfg) for name, cfg in cases()}
+    GOLDEN.parent.mkdir(parents=True, exist_ok=True)
+    GOLDEN.write_text(json.dumps(golden, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {len(golden)} cases to {GOLDEN}")
+    EXAMPLE_GOLDEN.mkdir(parents=True, exist_ok=True)
+    for path in EXAMPLES:
+        target = EXAMPLE_GOLDEN / f"{path.stem}.json"
+        target.write_text(json.dumps(example_summaries(path), indent=1) + "\n")
+        print(f"wrote {target}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""Config loading: strict schema, one-line errors naming the dotted key, overrides, sweeps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from sim.errors import ConfigError
+from sim.experiments.config import RunConfig, dump_run_config, experiment_from_data, load_experiment, parse_overrides
+
+BAD: list[tuple[dict[str, Any], str]] = [
+    ({"cache": {"polcy": "lru"}}, r"cache\.polcy: unknown key"),
+    ({"nme": "x"}, r"nme: unknown key"),
+    ({"cache": {"capacity_noises": "big"}}, r"cache\.capacity_noises: expected an integer or null, got 'big'"),
+    ({"cache": {"capacity_noises": 0}}, r"cache\.capacity_noises: expected a positive integer"),
+    ({"cache": {"capacity_noises": None}}, r"cache\.capacity_noises: expected capacity_noises or capacity_bytes"),
+    ({"cache": {"capacity_bytes": -5}}, r"cache\.capacity_bytes: expected a positive integer"),
+    ({"cache": {"enabled": "yes"}}, r"cache\.enabled: expected true or false"),
+    ({"cache": {"policy": "arc"}}, r"cache\.policy: expected one of fifo, lcbfu, lfu, lru, got 'arc'"),
+    ({"cache": {"policy": "lcbfu", "eviction_unit": "prompt"}}, r"cache\.eviction_unit: expected one of \['noise'\]"),
+    ({"cache": {"eviction_unit": "page"}}, r"cache\.eviction_unit: expected one of 'noise', 'prompt'"),
+    ({"cache": {"retrieval": "faiss"}}, r"cache\.retrieval: expected one of exact_cosine, exact_key"),
+    ({"cache": {"thresholds": [{"above": 0.7, "k": 5}, {"above": 0.9, "k": 25}]}},
+     r"cache\.thresholds: expected strictly descending similarities"),
+    ({"cache": {"thresholds": [{"above": 0.9, "k": 30}]}}, r"cache\.thresholds: expected entry 0: K in the cached set"),
+    ({"cache": {"thresholds": [{"above": 0.9}]}}, r"cache\.thresholds\[0\]\.k: required key is missing"),
+    ({"cache": {"ks": [5, 5]}}, r"cache\.ks: expected distinct positive integers"),
+    ({"hardware": {"num_gpus": 0}}, r"hardware\.num_gpus: expected an integer >= 1, got 0"),
+    ({"hardware": {"num_gpus": 1.5}}, r"hardware\.num_gpus: expected an integer, got 1.5"),
+    ({"hardware": {"num_gpus": True}}, r"hardware\.num_gpus: expected an integer, got True"),
+    ({"trace": {"time_scale": 0}}, r"trace\.time_scale: expected a number > 0"),
+    ({"model": {"num_steps": 0}}, r"model\.num_steps: expected an integer >= 1"),
+    ({"sweep": {"cache.capacity_noises": [100, -1]}}, r"sweep point cache\.capacity_noises=-1: cache\.capacity_noises"),
+    ({"sweep": {"cache.capacity_noises": 100}}, r"sweep\.cache\.capacity_noises: expected a non-empty list"),
+    ({"sweep": {"cache.nope": [1]}}, r"cache\.nope: unknown key"),
+]
+
+
+@pytest.mark.parametrize(("data", "pattern"), BAD, ids=[p.split(":")[0].replace("\\", "") for _, p in BAD])
+def test_bad_config_names_the_key(data: dict[str, Any], pattern: str) -> None:
+    with pytest.raises(ConfigError, match=pattern) as info:
+        experiment_from_data(data, source="exp.yaml")
+    message = str(info.value)
+    assert message.startswith("exp.yaml: ")
+    assert "\n" not in message
+
+
+def test_defaults_are_nirvana() -> None:
+    cfg = experiment_from_data({}).base
+    assert cfg.model.num_steps == 50
+    assert cfg.cache.ks == (5, 10, 15, 20, 25)
+    assert [(t.above, t.k) for t in cfg.cache.thresholds] == [(0.95, 25), (0.9, 20), (0.85, 15), (0.75, 10), (0.65, 5)]
+
+
+def test_config_is_frozen() -> None:
+    cfg = experiment_from_data({}).base
+    with pytest.raises(AttributeError):
+        cfg.cache.policy = "lru"  # type: ignore[misc]
+
+
+def test_resolved_config_round_trips() -> None:
+    cfg = experiment_from_data({"cache": {"policy": "lru", "capacity_bytes": 1 << 20}}).base
+    again = experiment_from_data(yaml.safe_load(dump_run_config(cfg))).base
+    assert again == cfg
+
+
+def test_overrides_parse_yaml_values() -> None:
+    pairs = parse_overrides(["cache.capacity_noises=300", "cache.ks=[5, 10]", "cache.capacity_bytes=null"])
+    assert pairs == [("cache.capacity_noises", 300), ("cache.ks", [5, 10]), ("cache.capacity_bytes", None)]
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        parse_overrides(["novalue"])
+
+
+def test_override_and_sweep_axis(tmp_path: Path) -> None:
+    path = tmp_path / "e.yaml"
+    path.write_text("name: e\ncache: {policy: lru}\n")
+    exp = load_experiment(path, parse_overrides(["cache.policy=fifo", "sweep.cache.capacity_noises=[10, 20]"]))
+    runs = exp.runs()
+    assert [name for name, _ in runs] == ["cache.capacity_noises=10", "cache.capacity_noises=20"]
+    assert all(cfg.cache.policy == "fifo" for _, cfg in runs)
+    assert [cfg.cache.capacity_noises for _, cfg in runs] == [10, 20]
+
+
+def test_missing_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="experiment file not found"):
+        load_experiment(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("cache: [unclosed\n")
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+        load_experiment(bad)
+    top = tmp_path / "list.yaml"
+    top.write_text("- 1\n")
+    with pytest.raises(ConfigError, match="expected a mapping at the top level"):
+        load_experiment(top)
+
+
+def test_every_example_and_default_experiment_loads() -> None:
+    root = Path(__file__).resolve().parent.parent / "experiments"
+    files = sorted(root.rglob("*.yaml"))
+    assert files
+    for file in files:
+        assert isinstance(load_experiment(file).base, RunConfig)
