@@ -74,8 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     trace = sub.add_parser("trace", help="trace tools", description="Build and inspect traces.")
     tsub = trace.add_subparsers(dest="trace_command", required=True, metavar="TRACE_COMMAND")
-    tiny = tsub.add_parser("build-tiny", help="rebuild the committed tiny trace from the calibration log",
-                           description="Build traces/tiny deterministically from real prompts (needs the minilm embedder).")
+    tiny = tsub.add_parser(
+        "build-tiny", help="rebuild the committed tiny trace from the calibration log",
+        description="Build traces/tiny deterministically from real prompts (needs the minilm embedder).",
+    )
     tiny.add_argument("--calibration", default="../shared/data/clip_pairs_calibration.csv")
     tiny.add_argument("--out", default="traces/tiny/trace.parquet")
     tiny.add_argument("--requests", type=int, default=4000)

@@ -89,7 +89,7 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
         load_experiment(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("cache: [unclosed\n")
-    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+    with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML"):
         load_experiment(bad)
     top = tmp_path / "list.yaml"
     top.write_text("- 1\n")

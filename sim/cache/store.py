@@ -31,7 +31,7 @@ class AdmitResult:
 
 
 class _Entry:
-    __slots__ = ("partition", "noise_bytes", "ks")
+    __slots__ = ("ks", "noise_bytes", "partition")
 
     def __init__(self, partition: Hashable, noise_bytes: int, ks: list[int]) -> None:
         self.partition = partition

@@ -9,9 +9,9 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
 
 def latency_cdf(requests: pd.DataFrame, path: Path) -> None:
@@ -67,7 +67,8 @@ def compare_runs(table: pd.DataFrame, swept: list[str], path: Path) -> None:
             others = [k for k in swept if k != x]
             groups = table.groupby(others, sort=False) if others else [((), table)]
             for key, group in groups:
-                label = ", ".join(f"{k}={v}" for k, v in zip(others, key if isinstance(key, tuple) else (key,), strict=True))
+                values = key if isinstance(key, tuple) else (key,)
+                label = ", ".join(f"{k}={v}" for k, v in zip(others, values, strict=True))
                 g = group.sort_values(x)
                 ax.plot(g[x], g[metric], marker="o", label=label or None)
             ax.set_xlabel(x)

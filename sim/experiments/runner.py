@@ -24,6 +24,7 @@ from sim.errors import ConfigError
 from sim.experiments.config import Experiment, RunConfig, dump_run_config
 from sim.experiments.schema import to_data
 from sim.hardware.profiles import (
+    StepLatency,
     load_frontend,
     load_latency,
     load_quality_by_k,
@@ -41,7 +42,7 @@ def rng_stream(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(zlib.crc32(name.encode()),)))
 
 
-def build_requests(cfg: RunConfig, trace: Trace) -> tuple[Requests, list[Any]]:
+def build_requests(cfg: RunConfig, trace: Trace) -> tuple[Requests, list[StepLatency]]:
     """Per-request engine inputs, and the latency profile entry of each latency class."""
     m = cfg.model
     width = np.where(trace.width > 0, trace.width, m.width)
@@ -53,7 +54,8 @@ def build_requests(cfg: RunConfig, trace: Trace) -> tuple[Requests, list[Any]]:
     if cfg.cache.scope == "user":
         # Unknown users (null) share nothing: each such request is its own tenant.
         keys: list[Any] = [
-            (c, u if u is not None else f"\0unknown-{i}") for i, (c, u) in enumerate(zip(compat, trace.user, strict=True))
+            (c, u if u is not None else f"\0unknown-{i}")
+            for i, (c, u) in enumerate(zip(compat, trace.user, strict=True))
         ]
     else:
         keys = compat
@@ -64,7 +66,7 @@ def build_requests(cfg: RunConfig, trace: Trace) -> tuple[Requests, list[Any]]:
     noise_bytes = m.latent_channels * -(-height // f) * -(-width // f) * m.latent_dtype_bytes
 
     classes: dict[tuple[int, int], int] = {}
-    latencies = []
+    latencies: list[StepLatency] = []
     latency_class = np.empty(len(trace), dtype=np.int64)
     for i, wh in enumerate(zip(width.tolist(), height.tolist(), strict=True)):
         c = classes.get(wh)

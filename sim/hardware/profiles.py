@@ -45,7 +45,8 @@ def _number(file: Path, where: str, value: Any, *, positive: bool = False) -> fl
     if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
         raise InputError(f"{file}: field '{where}': expected a number, got {value!r}")
     if value < 0 or (positive and value == 0):
-        raise InputError(f"{file}: field '{where}': expected a {'positive' if positive else 'non-negative'} number, got {value}")
+        sign = "positive" if positive else "non-negative"
+        raise InputError(f"{file}: field '{where}': expected a {sign} number, got {value}")
     return float(value)
 
 

@@ -13,7 +13,8 @@ import platform
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from functools import partial
 from importlib.metadata import version
 from pathlib import Path
 
@@ -33,7 +34,7 @@ def _median_s(fn: Callable[[], object], repeats: int) -> float:
     return float(np.median(times))
 
 
-def _fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
+def _fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
     """(intercept, slope) clipped at zero: a negative fitted latency or cost is noise."""
     slope, intercept = np.polyfit(np.asarray(xs, float), np.asarray(ys, float), 1)
     return max(float(intercept), 0.0), max(float(slope), 1e-15)
@@ -51,45 +52,50 @@ def _hardware() -> str:
     return f"{model}, {os.cpu_count()} cores visible, {platform.system()} {platform.release()}"
 
 
-def _provenance(command: str, extra: dict[str, str]) -> dict[str, object]:
-    pkgs = ["numpy", *extra]
+def _provenance(command: str, packages: list[str], method: str) -> dict[str, object]:
     return {
         "type": "measured",
         "command": command,
         "date": dt.date.today().isoformat(),
         "hardware": _hardware(),
-        "versions": {"python": sys.version.split()[0], **{p: version(p) for p in pkgs}},
-        "method": "; ".join(extra.values()),
+        "versions": {"python": sys.version.split()[0], **{p: version(p) for p in packages}},
+        "method": method,
     }
 
 
+def _write(path: Path, payload: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(payload)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _read_uncached(path: Path, num_bytes: int) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # evict the page cache: read the device
+        os.read(fd, num_bytes)
+    finally:
+        os.close(fd)
+
+
 def measure_storage(folder: Path, repeats: int) -> dict[str, float]:
-    """Write (with fsync) and read one latent-sized file; reads evict the page cache first."""
+    """Write (with fsync) and read one latent-sized file per size; fit latency + bytes / bandwidth."""
     xs, w, r = [], [], []
-    payloads = {n: np.random.default_rng(0).integers(0, 255, n, dtype=np.uint8).tobytes() for n in LATENT_SIZES}
     path = folder / "latent.bin"
-    for n, payload in payloads.items():
-        def write() -> None:
-            with open(path, "wb") as fh:
-                fh.write(payload)
-                fh.flush()
-                os.fsync(fh.fileno())
-
-        def read() -> None:
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-                os.read(fd, n)
-            finally:
-                os.close(fd)
-
-        w.append(_median_s(write, repeats))
-        write()
-        r.append(_median_s(read, repeats))
-        xs.append(n)
+    for n in LATENT_SIZES:
+        payload = np.random.default_rng(n).integers(0, 255, n, dtype=np.uint8).tobytes()
+        w.append(_median_s(partial(_write, path, payload), repeats))
+        _write(path, payload)
+        r.append(_median_s(partial(_read_uncached, path, n), repeats))
+        xs.append(float(n))
     rl, rs = _fit(xs, r)
     wl, ws = _fit(xs, w)
     return {"read_latency_s": rl, "read_bytes_per_s": 1 / rs, "write_latency_s": wl, "write_bytes_per_s": 1 / ws}
+
+
+def _top1(mat: np.ndarray, q: np.ndarray) -> int:
+    return int(np.argmax(mat @ q))
 
 
 def measure_search(repeats: int, dim: int = 384) -> tuple[float, float]:
@@ -99,8 +105,8 @@ def measure_search(repeats: int, dim: int = 384) -> tuple[float, float]:
     for n in SEARCH_SIZES:
         mat = rng.standard_normal((n, dim)).astype(np.float32)
         q = rng.standard_normal(dim).astype(np.float32)
-        ys.append(_median_s(lambda mat=mat, q=q: int(np.argmax(mat @ q)), max(repeats // 4, 5)))
-        xs.append(n)
+        ys.append(_median_s(partial(_top1, mat, q), max(repeats // 4, 5)))
+        xs.append(float(n))
     return _fit(xs, ys)
 
 
@@ -108,7 +114,7 @@ def measure_embed(repeats: int) -> float:
     from sim.workload.embedders import EMBEDDERS
 
     model = EMBEDDERS.get("minilm")()
-    prompts = [f"a watercolor painting of a lighthouse at dusk, detailed, trending, variant {i}" for i in range(repeats)]
+    prompts = [f"a watercolor painting of a lighthouse at dusk, detailed, variant {i}" for i in range(repeats)]
     model.embed(prompts[:8])  # warm-up
     it = iter(prompts)
     return _median_s(lambda: model.embed([next(it)]), repeats)
@@ -120,10 +126,12 @@ def profile_host(out_dir: Path, repeats: int = 200) -> list[Path]:
     base_s, per_vector_s = measure_search(repeats)
     frontend = {
         "kind": "frontend",
-        "provenance": _provenance(command, {
-            "sentence-transformers": "embed_s: median latency of embedding one prompt (batch 1) with minilm on CPU",
-            "torch": f"search: median exact top-1 over {list(SEARCH_SIZES)} float32 384-d vectors, linear fit",
-        }),
+        "provenance": _provenance(
+            command,
+            ["numpy", "sentence-transformers", "torch"],
+            "embed_s: median latency of embedding one prompt (batch 1) with minilm on CPU; search: median "
+            f"exact top-1 over {list(SEARCH_SIZES)} float32 384-d vectors, linear fit",
+        ),
         "embed_s": round(embed_s, 6),
         "search_base_s": round(base_s, 7),
         "search_per_vector_s": float(f"{per_vector_s:.4g}"),
@@ -135,11 +143,13 @@ def profile_host(out_dir: Path, repeats: int = 200) -> list[Path]:
         tiers["local_disk"] = measure_storage(Path(disk), repeats)
     storage = {
         "kind": "storage",
-        "provenance": _provenance(command, {
-            "numpy": f"median write+fsync and page-cache-evicted read of {[s // 1024 for s in LATENT_SIZES]} KiB "
+        "provenance": _provenance(
+            command,
+            ["numpy"],
+            f"median write+fsync and page-cache-evicted read of {[s // 1024 for s in LATENT_SIZES]} KiB "
             "files; latency and bandwidth from a linear fit over sizes; host_ram is tmpfs (/dev/shm), "
-            "local_disk the working directory's file system"
-        }),
+            "local_disk the working directory's file system",
+        ),
         "tiers": {name: {k: float(f"{v:.4g}") for k, v in t.items()} for name, t in tiers.items()},
     }
     paths = []

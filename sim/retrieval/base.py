@@ -18,6 +18,9 @@ class Retriever(ABC):
 
     name: ClassVar[str]
 
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+
     @abstractmethod
     def add(self, entry_id: int, vector: np.ndarray, text_key: int) -> None: ...
 

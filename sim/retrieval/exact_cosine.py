@@ -15,6 +15,7 @@ class ExactCosine(Retriever):
     name = "exact_cosine"
 
     def __init__(self, dim: int, initial_slots: int = 256) -> None:
+        super().__init__(dim)
         self._mat = np.zeros((initial_slots, dim), dtype=np.float32)
         self._ids = np.full(initial_slots, -1, dtype=np.int64)
         self._slot_of: dict[int, int] = {}

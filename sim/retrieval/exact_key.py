@@ -15,6 +15,7 @@ class ExactKey(Retriever):
     name = "exact_key"
 
     def __init__(self, dim: int) -> None:
+        super().__init__(dim)
         # Two entries with one text can coexist (two misses in flight); the oldest answers lookups.
         # Entry ids grow with admission order, so each list stays sorted oldest-first.
         self._by_key: dict[int, list[int]] = {}

@@ -67,12 +67,12 @@ def build_tiny_trace(
     user_weights /= user_weights.sum()
 
     def pick_user() -> str:
-        return f"u{int(rng.choice(num_users, p=user_weights)):04d}"
+        return f"u{rng.choice(num_users, p=user_weights):04d}"
 
     events: list[tuple[float, str, str]] = []
     seen: set[str] = set()
     repeats = 0
-    target_repeats = int(round(num_requests * repeat_share))
+    target_repeats = round(num_requests * repeat_share)
 
     def emit(t: float, prompt: str, user: str) -> None:
         nonlocal repeats

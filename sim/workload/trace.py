@@ -96,11 +96,16 @@ def load_trace(path: str | Path, limit: int | None = None) -> Trace:
     arrival = arrival_col.to_numpy()
     bad = np.flatnonzero(~np.isfinite(arrival) | (arrival < 0))
     if len(bad):
-        raise InputError(f"{file}: column 'arrival_s': row {bad[0]} is {arrival[bad[0]]}, expected a finite number >= 0")
+        raise InputError(
+            f"{file}: column 'arrival_s': row {bad[0]} is {arrival[bad[0]]}, expected a finite number >= 0"
+        )
     back = np.flatnonzero(np.diff(arrival) < 0)
     if len(back):
         i = back[0] + 1
-        raise InputError(f"{file}: column 'arrival_s': row {i} ({arrival[i]}) is earlier than row {i - 1} ({arrival[i - 1]}); sort the trace by arrival")
+        raise InputError(
+            f"{file}: column 'arrival_s': row {i} ({arrival[i]}) is earlier than row {i - 1} "
+            f"({arrival[i - 1]}); sort the trace by arrival"
+        )
     if None in request_id:
         raise InputError(f"{file}: column 'request_id': row {list(request_id).index(None)} is null")
     if len(set(request_id)) != n:
@@ -131,7 +136,10 @@ def load_trace(path: str | Path, limit: int | None = None) -> Trace:
             ints[name] = np.asarray(col.fill_null(-1).to_numpy(), dtype=np.int64)
             bad = np.flatnonzero((ints[name] < 1) & (ints[name] != -1))
             if len(bad):
-                raise InputError(f"{file}: column '{name}': row {bad[0]} is {ints[name][bad[0]]}, expected a positive integer or null")
+                raise InputError(
+                    f"{file}: column '{name}': row {bad[0]} is {ints[name][bad[0]]}, "
+                    "expected a positive integer or null"
+                )
         else:
             ints[name] = np.full(n, -1, dtype=np.int64)
     if "sampler" in table.column_names:
@@ -181,7 +189,10 @@ def _load_embeddings(file: Path, prompts: list[str]) -> tuple[np.ndarray, str]:
     norms = np.linalg.norm(vectors, axis=1)
     bad = np.flatnonzero(np.abs(norms - 1.0) > 1e-3)
     if len(bad):
-        raise InputError(f"{file}: column 'vector': expected unit-norm vectors, the embedding of prompt {prompts[bad[0]][:60]!r} has norm {norms[bad[0]]:.4f}")
+        raise InputError(
+            f"{file}: column 'vector': expected unit-norm vectors, the embedding of prompt "
+            f"{prompts[bad[0]][:60]!r} has norm {norms[bad[0]]:.4f}"
+        )
     return np.ascontiguousarray(vectors), embedder
 
 
