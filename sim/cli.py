@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
 import sys
 from pathlib import Path
 
 from sim.errors import SimError
+
+# Modules that each add subcommands with `add_cli(subparsers)`; they import heavy libraries
+# (torch, diffusers) inside their command functions only, so `--help` stays fast.
+TRACE_COMMANDS = ("sim.workload.tiny", "sim.workload.embed")
+PROFILE_COMMANDS = ("sim.profiling.host",)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -35,22 +40,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_trace_tiny(args: argparse.Namespace) -> int:
-    from sim.workload.tiny import build_tiny_trace
-
-    stats = build_tiny_trace(Path(args.calibration), Path(args.out), num_requests=args.requests, seed=args.seed)
-    print(json.dumps(stats, indent=2))
-    return 0
-
-
-def _cmd_profile_host(args: argparse.Namespace) -> int:
-    from sim.profiling.host import profile_host
-
-    for path in profile_host(Path(args.out_dir), repeats=args.repeats):
-        print(f"wrote {path}")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sim", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -72,25 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("results", help="a folder written by `python -m sim run`")
     report.set_defaults(func=_cmd_report)
 
-    trace = sub.add_parser("trace", help="trace tools", description="Build and inspect traces.")
+    trace = sub.add_parser("trace", help="trace tools", description="Build, import and inspect traces.")
     tsub = trace.add_subparsers(dest="trace_command", required=True, metavar="TRACE_COMMAND")
-    tiny = tsub.add_parser(
-        "build-tiny", help="rebuild the committed tiny trace from the calibration log",
-        description="Build traces/tiny deterministically from real prompts (needs the minilm embedder).",
-    )
-    tiny.add_argument("--calibration", default="../shared/data/clip_pairs_calibration.csv")
-    tiny.add_argument("--out", default="traces/tiny/trace.parquet")
-    tiny.add_argument("--requests", type=int, default=4000)
-    tiny.add_argument("--seed", type=int, default=0)
-    tiny.set_defaults(func=_cmd_trace_tiny)
+    for module in TRACE_COMMANDS:
+        importlib.import_module(module).add_cli(tsub)
 
-    profile = sub.add_parser("profile", help="measure profiles", description="Measure hardware profiles.")
+    profile = sub.add_parser("profile", help="measure profiles", description="Measure hardware and quality profiles.")
     psub = profile.add_subparsers(dest="profile_command", required=True, metavar="PROFILE_COMMAND")
-    host = psub.add_parser("host", help="measure this host's prompt embedding, vector search and storage tiers",
-                           description="Write profiles/frontend and profiles/storage files measured on this machine.")
-    host.add_argument("--out-dir", default="profiles")
-    host.add_argument("--repeats", type=int, default=200)
-    host.set_defaults(func=_cmd_profile_host)
+    for module in PROFILE_COMMANDS:
+        importlib.import_module(module).add_cli(psub)
     return parser
 
 

@@ -7,6 +7,7 @@ Each figure is a median over repeats (timings on shared machines are noisy); the
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import os
 import platform
@@ -159,3 +160,19 @@ def profile_host(out_dir: Path, repeats: int = 200) -> list[Path]:
         path.write_text(yaml.safe_dump(data, sort_keys=False))
         paths.append(path)
     return paths
+
+
+def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    cmd = subparsers.add_parser(
+        "host", help="measure this host's prompt embedding, vector search and storage tiers",
+        description="Write profiles/frontend and profiles/storage files measured on this machine.",
+    )
+    cmd.add_argument("--out-dir", default="profiles")
+    cmd.add_argument("--repeats", type=int, default=200)
+    cmd.set_defaults(func=_cmd)
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    for path in profile_host(Path(args.out_dir), repeats=args.repeats):
+        print(f"wrote {path}")
+    return 0

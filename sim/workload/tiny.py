@@ -11,7 +11,9 @@ times are a homogeneous Poisson process (uniform order statistics) over ``num_re
 
 from __future__ import annotations
 
+import argparse
 import csv
+import json
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +126,21 @@ def build_tiny_trace(
         "span_s": round(events[-1][0] - events[0][0], 1),
         "embedder": embedder.tag,
     }
+
+
+def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    cmd = subparsers.add_parser(
+        "build-tiny", help="rebuild the committed tiny trace from the calibration log",
+        description="Build traces/tiny deterministically from real prompts (needs the minilm embedder).",
+    )
+    cmd.add_argument("--calibration", default="../shared/data/clip_pairs_calibration.csv")
+    cmd.add_argument("--out", default="traces/tiny/trace.parquet")
+    cmd.add_argument("--requests", type=int, default=4000)
+    cmd.add_argument("--seed", type=int, default=0)
+    cmd.set_defaults(func=_cmd)
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    stats = build_tiny_trace(Path(args.calibration), Path(args.out), num_requests=args.requests, seed=args.seed)
+    print(json.dumps(stats, indent=2))
+    return 0
