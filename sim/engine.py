@@ -20,7 +20,7 @@ from sim.hardware.profiles import Frontend, StepLatency, StorageTier
 #: per-request record columns, in order (DESIGN.md §4); metrics and figures derive from these only
 RECORD_COLUMNS = (
     "arrival_s", "embed_s", "retrieval_s", "fetch_s", "queue_wait_s", "service_s", "finish_s",
-    "latency_s", "admit_s", "similarity", "matched_entry", "k_selected", "k_used", "hole",
+    "latency_s", "admit_s", "similarity", "similarity_raw", "matched_entry", "k_selected", "k_used", "hole",
     "num_steps", "gpu", "quality", "num_evicted", "admitted_entry",
 )  # fmt: skip
 
@@ -113,6 +113,7 @@ class Engine:
                 yield env.timeout(retrieval_s)
             k_used = result.k_used
             rec["similarity"][i] = result.similarity
+            rec["similarity_raw"][i] = result.similarity_raw
             rec["matched_entry"][i] = result.entry_id
             rec["k_selected"][i] = result.k_selected
             rec["hole"][i] = result.hole

@@ -50,6 +50,7 @@ KNOBS: list[tuple[Any, ...]] = [
     ("cache.ks", [5, 10, 15, 20, 25, 30]),
     ("cache.thresholds", [{"above": 0.9, "k": 25}, {"above": 0.6, "k": 10}]),
     ("cache.retrieval", "exact_key"),
+    ("cache.similarity_map", "none"),
     ("cache.scope", "user"),
     ("cache.enabled", False),
     ("model.num_steps", 30),

@@ -18,7 +18,8 @@ class AccessResult:
     by eviction of the K the similarity asked for."""
 
     entry_id: int  # matched entry, -1 when the partition was empty
-    similarity: float  # NaN when the partition was empty
+    similarity: float  # on the K table's scale (after the similarity map); NaN when the partition was empty
+    similarity_raw: float  # the retriever's cosine, before the map
     k_selected: int
     k_used: int
     hole: bool
@@ -55,6 +56,7 @@ class CacheStore:
         make_retriever: Callable[[], Retriever],
         capacity_noises: int | None = None,
         capacity_bytes: int | None = None,
+        similarity_scale: Callable[[float], float] | None = None,
     ) -> None:
         if capacity_noises is None and capacity_bytes is None:
             raise ValueError("a cache needs capacity_noises or capacity_bytes")
@@ -70,6 +72,8 @@ class CacheStore:
         self._index: dict[Hashable, Retriever] = {}
         self._next_id = 0
         self._by_prompt = policy.unit == "prompt"
+        # Maps the retriever's cosine onto the scale the K table is written in (CLIP text cosine).
+        self._scale = similarity_scale
 
     # -- lookups ---------------------------------------------------------------------------------
     def access(self, partition: Hashable, vector: np.ndarray, text_key: int, now: float) -> AccessResult:
@@ -77,16 +81,17 @@ class CacheStore:
         index = self._index.get(partition)
         found = index.nearest(vector, text_key) if index is not None else None
         if found is None:
-            return AccessResult(-1, float("nan"), MISS, MISS, False)
-        entry_id, similarity = found
+            return AccessResult(-1, float("nan"), float("nan"), MISS, MISS, False)
+        entry_id, raw = found
+        similarity = self._scale(raw) if self._scale is not None else raw
         k_selected = self.table.select(similarity)
         if k_selected == MISS:
-            return AccessResult(entry_id, similarity, MISS, MISS, False)
+            return AccessResult(entry_id, similarity, raw, MISS, MISS, False)
         k_used = resolve_hole(k_selected, self._entries[entry_id].ks)
         if k_used != MISS:
             item = (entry_id, WHOLE_PROMPT) if self._by_prompt else (entry_id, k_used)
             self.policy.on_hit(item, now)
-        return AccessResult(entry_id, similarity, k_selected, k_used, k_used != k_selected)
+        return AccessResult(entry_id, similarity, raw, k_selected, k_used, k_used != k_selected)
 
     # -- admission and eviction ------------------------------------------------------------------
     def admit(

@@ -78,6 +78,9 @@ class CacheConfig:
     ks: tuple[int, ...] = DEFAULT_KS
     thresholds: tuple[Threshold, ...] = tuple(Threshold(a, k) for a, k in DEFAULT_THRESHOLDS)
     retrieval: str = "exact_cosine"
+    #: map from the trace embedder's cosine to the thresholds' (CLIP) scale: auto = the shipped map
+    #: fitted for the trace's embedder (profiles/similarity/), none = raw cosine, or a map file path
+    similarity_map: str = "auto"
     #: shared: one cache for all users (NIRVANA); user: retrieval partitioned per user
     scope: Literal["shared", "user"] = "shared"
     #: latents become usable only once the storage write finishes (else at generation end)

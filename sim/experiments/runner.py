@@ -20,7 +20,7 @@ from sim.cache.kselect import KTable
 from sim.cache.policies import POLICIES
 from sim.cache.store import CacheStore
 from sim.engine import RECORD_COLUMNS, Engine, Requests
-from sim.errors import ConfigError
+from sim.errors import ConfigError, InputError
 from sim.experiments.config import Experiment, RunConfig, dump_run_config
 from sim.experiments.schema import to_data
 from sim.hardware.profiles import (
@@ -32,6 +32,7 @@ from sim.hardware.profiles import (
 )
 from sim.metrics import summarize
 from sim.retrieval import RETRIEVERS
+from sim.workload.simmap import SimilarityMap, find_map, load_map
 from sim.workload.trace import Trace, load_trace
 
 EXPERIMENT_FILE = "experiment.yaml"  # marks a folder as a results folder of this tool
@@ -100,7 +101,21 @@ def usable_ks(cfg: RunConfig) -> tuple[int, ...]:
     return tuple(k for k in cfg.cache.ks if k <= top)
 
 
-def make_store(cfg: RunConfig, dim: int) -> CacheStore | None:
+def similarity_map(cfg: RunConfig, embedder: str) -> SimilarityMap | None:
+    """The map the run applies: by the trace's embedder tag (auto), none, or a file that must match it."""
+    choice = cfg.cache.similarity_map
+    if choice == "none":
+        return None
+    if choice == "auto":
+        return find_map(embedder)
+    smap = load_map(choice)
+    if smap.embedder != embedder:
+        raise InputError(f"{smap.source}: fitted for embedder {smap.embedder!r}, but the trace was embedded "
+                         f"with {embedder!r} (cache.similarity_map)")
+    return smap
+
+
+def make_store(cfg: RunConfig, dim: int, smap: SimilarityMap | None = None) -> CacheStore | None:
     c = cfg.cache
     if not c.enabled:
         return None
@@ -112,6 +127,7 @@ def make_store(cfg: RunConfig, dim: int) -> CacheStore | None:
         make_retriever=lambda: retriever(dim),
         capacity_noises=c.capacity_noises,
         capacity_bytes=c.capacity_bytes,
+        similarity_scale=smap.apply if smap is not None else None,
     )
 
 
@@ -120,9 +136,10 @@ def simulate(cfg: RunConfig, trace: Trace | None = None) -> tuple[Trace, dict[st
     if trace is None:
         trace = load_trace(cfg.trace.path, cfg.trace.limit)
     requests, latencies = build_requests(cfg, trace)
+    smap = similarity_map(cfg, trace.embedder) if cfg.cache.enabled else None
     engine = Engine(
         requests,
-        store=make_store(cfg, trace.vectors.shape[1]),
+        store=make_store(cfg, trace.vectors.shape[1], smap),
         latencies=latencies,
         frontend=load_frontend(cfg.frontend.profile),
         tier=load_storage_tier(cfg.storage.profile, cfg.storage.latent_tier),
@@ -132,7 +149,8 @@ def simulate(cfg: RunConfig, trace: Trace | None = None) -> tuple[Trace, dict[st
     )
     records = engine.run()
     summary = summarize(records, ks=cfg.cache.ks, num_gpus=cfg.hardware.num_gpus)
-    summary = {"name": cfg.name, "embedder": trace.embedder, **summary}
+    scale = Path(smap.source).name if smap is not None else "none (raw cosine)"
+    summary = {"name": cfg.name, "embedder": trace.embedder, "similarity_map": scale, **summary}
     return trace, records, summary
 
 

@@ -115,7 +115,7 @@ def load_trace(path: str | Path, limit: int | None = None) -> Trace:
                 raise InputError(f"{file}: column 'request_id': row {i} repeats id {rid!r}")
             seen.add(rid)
 
-    prompt_list = _column(table, "prompt", pa.string(), file).to_pylist()
+    prompt_list = utf8_strings(_column(table, "prompt", pa.string(), file), "prompt", file)
     prompts: list[str] = []
     index_of: dict[str, int] = {}
     prompt_index = np.empty(n, dtype=np.int64)
@@ -152,6 +152,27 @@ def load_trace(path: str | Path, limit: int | None = None) -> Trace:
                  ints["steps"], sampler, prompts, vectors, embedder)
 
 
+def utf8_strings(col: pa.ChunkedArray, name: str, file: Path) -> list[str | None]:
+    """A string column as Python values; bytes that are not UTF-8 are an error naming the row.
+
+    Parquet readers do not validate string columns, so a writer's bad bytes surface only here.
+    """
+    try:
+        return col.to_pylist()
+    except UnicodeDecodeError:
+        row = 0
+        for chunk in col.chunks:
+            for value in chunk:
+                try:
+                    value.as_py()
+                except UnicodeDecodeError as exc:
+                    raise InputError(f"{file}: column '{name}': row {row} is not valid UTF-8 ({exc.reason} at "
+                                     f"byte {exc.start}: {exc.object[max(0, exc.start - 20):exc.end + 20]!r})"
+                                     ) from None
+                row += 1
+        raise
+
+
 def _first_null(col: pa.ChunkedArray) -> int:
     return int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
 
@@ -173,6 +194,12 @@ def _load_embeddings(file: Path, prompts: list[str]) -> tuple[np.ndarray, str]:
     if not pa.types.is_fixed_size_list(vtype) or vtype.value_type != pa.float32():
         raise InputError(f"{file}: column 'vector': expected fixed_size_list<float32>, got {vtype}")
     dim = vtype.list_size
+    declared = meta.get(b"dim", b"").decode()
+    if declared != str(dim):
+        raise InputError(f"{file}: schema metadata 'dim' is {declared or 'missing'!r} but column 'vector' "
+                         f"holds {dim} values per row (were the vectors rewritten by another embedder?)")
+    if table.column("vector").null_count:
+        raise InputError(f"{file}: column 'vector': row {_first_null(table.column('vector'))} is null")
     flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
     mat = np.asarray(flat, dtype=np.float32).reshape(-1, dim)
     row_of = {h: i for i, h in enumerate(table.column("prompt_sha1").to_pylist())}

@@ -5,6 +5,6 @@ from sim.workload.embedders.base import Embedder
 
 EMBEDDERS: Registry[type[Embedder]] = Registry("embedder")
 
-from sim.workload.embedders import hash, minilm  # noqa: E402,F401
+from sim.workload.embedders import clip, hash, minilm  # noqa: E402,F401
 
 __all__ = ["EMBEDDERS", "Embedder"]

@@ -1,0 +1,235 @@
+"""The reuse structure of a synthetic trace, vectorised: arrivals, sessions, users, topics, repeats and edits.
+
+Both generator modes share it; text mode turns it into prompts, vectors mode into unit vectors.
+Request kinds (per request, in arrival order):
+
+* START — a new topic: the first prompt of a session (or a topic switch inside one), made from a
+  cluster drawn by the day's drifting Zipf popularity;
+* REFINE — the session's previous prompt with a few word edits;
+* REPEAT_SESSION — the session's previous prompt again (a user re-rolling the seed);
+* REPEAT_CROSS — a session that opens with another request's prompt from the same cluster within
+  ``repeats.window_s`` (cross-user reuse of popular prompts; if the cluster has none there, one from
+  earlier, else any request in the window).
+
+``source`` points at the earlier request a non-START request copies or edits, so following it from
+a request always reaches a START: the variant tree that both realisations walk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim.workload.synth_config import SECONDS_PER_DAY, ArrivalConfig, SynthConfig
+
+START, REFINE, REPEAT_SESSION, REPEAT_CROSS = 0, 1, 2, 3
+KIND_NAMES = ("start", "refine", "repeat_session", "repeat_cross")
+
+
+@dataclass(frozen=True)
+class Skeleton:
+    arrival_s: np.ndarray  # float64, non-decreasing
+    session: np.ndarray  # int64, numbered by session start
+    position: np.ndarray  # int64, 0-based position in the session
+    user: np.ndarray  # int64 user index
+    kind: np.ndarray  # int8, START / REFINE / REPEAT_SESSION / REPEAT_CROSS
+    cluster: np.ndarray  # int64, the cluster drawn for the request's topic (START requests own theirs)
+    source: np.ndarray  # int64, earlier request copied or edited; -1 for START
+    edits: np.ndarray  # int64, REFINE: number of word edits (vectors: perturbation steps); else 0
+    topic_step: np.ndarray  # int64, REFINE: 1-based count of refinements since the topic started
+
+    def __len__(self) -> int:
+        return len(self.arrival_s)
+
+
+def day_shape(cfg: ArrivalConfig, t_s: np.ndarray) -> np.ndarray:
+    """Relative arrival rate at times ``t_s`` (mean 1 over a day)."""
+    hour = (t_s % SECONDS_PER_DAY) / 3600.0
+    if cfg.hourly_weights:
+        w = np.asarray(cfg.hourly_weights, dtype=float)
+        return np.asarray(w[np.minimum(hour.astype(np.int64), 23)] / w.mean())
+    a = (cfg.peak_to_trough - 1.0) / (cfg.peak_to_trough + 1.0)
+    return np.asarray(1.0 + a * np.cos(2 * np.pi * (hour - cfg.peak_hour_utc) / 24.0))
+
+
+def _shape_max(cfg: ArrivalConfig) -> float:
+    if cfg.hourly_weights:
+        w = np.asarray(cfg.hourly_weights, dtype=float)
+        return float(w.max() / w.mean())
+    return 2.0 * cfg.peak_to_trough / (cfg.peak_to_trough + 1.0)
+
+
+def zipf_cdf(n: int, s: float) -> np.ndarray:
+    w = np.arange(1, n + 1, dtype=float) ** -s
+    cdf = np.cumsum(w)
+    return np.asarray(cdf / cdf[-1])
+
+
+def draw_ranks(cdf: np.ndarray, u: np.ndarray) -> np.ndarray:
+    return np.minimum(np.searchsorted(cdf, u, side="right"), len(cdf) - 1).astype(np.int64)
+
+
+def _sessions(cfg: SynthConfig, num_requests: int, rngs: dict[str, np.random.Generator]):  # type: ignore[no-untyped-def]
+    """Day by day until ``num_requests`` requests arrive before a day's end: per-request
+    (arrival, session, position, user) in session order, sessions numbered by start time."""
+    arr, ses = cfg.arrivals, cfg.sessions
+    session_rate_s = arr.requests_per_day / ses.expected_length() / SECONDS_PER_DAY
+    peak = _shape_max(arr)
+    user_cdf = zipf_cdf(cfg.users.num_users, cfg.users.activity_zipf)
+    trunc = -np.expm1(-ses.max_gap_s / ses.gap_mean_s)  # P(exponential gap < max_gap_s)
+    chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    done, pending, day, first_session = 0, np.empty(0), 0, 0
+    while done < num_requests:
+        lo = day * SECONDS_PER_DAY
+        num_candidates = rngs["arrivals"].poisson(session_rate_s * peak * SECONDS_PER_DAY)
+        cand = lo + np.sort(rngs["arrivals"].random(num_candidates)) * SECONDS_PER_DAY
+        keep = rngs["arrivals"].random(len(cand)) * peak < day_shape(arr, cand)
+        starts = cand[keep]
+        length = np.minimum(rngs["sessions"].geometric(1.0 / ses.mean_requests, len(starts)), ses.max_requests)
+        users = draw_ranks(user_cdf, rngs["users"].random(len(starts)))
+        total = int(length.sum())
+        offsets = np.cumsum(length) - length
+        local = np.repeat(np.arange(len(starts)), length)
+        position = np.arange(total) - np.repeat(offsets, length)
+        gap = -ses.gap_mean_s * np.log1p(-rngs["sessions"].random(total) * trunc)
+        gap[position == 0] = 0.0
+        csum = np.cumsum(gap)
+        t = starts[local] + csum - np.repeat(csum[offsets], length) if total else np.empty(0)
+        chunks.append((t, local + first_session, position, users[local]))
+        first_session += len(starts)
+        day += 1
+        end = day * SECONDS_PER_DAY
+        both = np.concatenate([pending, t])
+        done += int(np.count_nonzero(both < end))
+        pending = both[both >= end]
+    return tuple(np.concatenate([c[k] for c in chunks]) for k in range(4))
+
+
+def _prev_in_session(session: np.ndarray, position: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(previous request of the same session or -1, session order) for requests in arrival order."""
+    so = np.lexsort((position, session))
+    prev = np.full(len(session), -1, dtype=np.int64)
+    same = session[so[1:]] == session[so[:-1]]
+    prev[so[1:][same]] = so[:-1][same]
+    return prev, so
+
+
+def drifting_ranking(num_clusters: int, num_days: int, drift: float, rng: np.random.Generator) -> np.ndarray:
+    """[day, rank] -> cluster: a random day-0 ranking; each day ``drift`` of the rank positions
+    exchange their clusters by a random permutation."""
+    perms = np.empty((num_days, num_clusters), dtype=np.int64)
+    perms[0] = rng.permutation(num_clusters)
+    m = round(drift * num_clusters)
+    for d in range(1, num_days):
+        perms[d] = perms[d - 1]
+        idx = rng.choice(num_clusters, m, replace=False)
+        perms[d, idx] = perms[d - 1, idx[rng.permutation(m)]]
+    return perms
+
+
+def build_skeleton(cfg: SynthConfig, num_requests: int, num_clusters: int,
+                   rngs: dict[str, np.random.Generator]) -> Skeleton:
+    """Everything about ``num_requests`` requests except their content; ``rngs`` are named streams."""
+    t_all, ses_all, pos_all, user_all = _sessions(cfg, num_requests, rngs)
+    order = np.lexsort((pos_all, ses_all, t_all))[:num_requests]
+    t, session, position, user = t_all[order], ses_all[order], pos_all[order], user_all[order]
+    n = len(t)
+    prev, so = _prev_in_session(session, position)
+
+    # Kinds: repeats hit the configured share in expectation, split between session starts
+    # (cross-user) and later requests (same session); the rest of the later requests refine, or
+    # switch topic.
+    rep = cfg.repeats
+    first = position == 0
+    n0 = int(first.sum())
+    q0 = min(1.0, rep.share * rep.cross_user_fraction * n / n0)
+    q1 = min(1.0, max(0.0, (rep.share * n - q0 * n0) / max(1, n - n0)))
+    u = rngs["kinds"].random(n)
+    switch = cfg.sessions.topic_switch
+    kind = np.where(first, np.where(u < q0, REPEAT_CROSS, START),
+                    np.where(u < q1, REPEAT_SESSION, np.where(u < q1 + (1 - q1) * switch, START, REFINE)))
+    kind = kind.astype(np.int8)
+    kind[0] = START
+
+    # Topics: a START or REPEAT_CROSS opens a segment of one session; its cluster comes from the
+    # ranking of the day it opens on.
+    boundary_so = (kind[so] == START) | (kind[so] == REPEAT_CROSS)
+    seg_so = np.cumsum(boundary_so) - 1
+    seg = np.empty(n, dtype=np.int64)
+    seg[so] = seg_so
+    seg_first = so[boundary_so]
+    num_days = int(t[-1] // SECONDS_PER_DAY) + 1
+    ranking = drifting_ranking(num_clusters, num_days, cfg.popularity.daily_drift, rngs["popularity"])
+    rank = draw_ranks(zipf_cdf(num_clusters, cfg.popularity.zipf_s), rngs["popularity"].random(len(seg_first)))
+    seg_cluster = ranking[(t[seg_first] // SECONDS_PER_DAY).astype(np.int64), rank]
+    cluster = seg_cluster[seg]
+
+    is_refine_so = (kind[so] == REFINE).astype(np.int64)
+    cum = np.cumsum(is_refine_so)
+    topic_step = np.zeros(n, dtype=np.int64)
+    topic_step[so] = (cum - (cum - is_refine_so)[np.flatnonzero(boundary_so)][seg_so]) * is_refine_so
+
+    source = np.where(kind == START, -1, prev)
+    cross = np.flatnonzero(kind == REPEAT_CROSS)
+    source[cross] = _cross_sources(t, cluster, cross, rep.window_s, rngs["kinds"].random(len(cross)))
+
+    edits = np.zeros(n, dtype=np.int64)
+    refine = np.flatnonzero(kind == REFINE)
+    w = np.asarray(cfg.edits.count_weights, dtype=float)
+    edit_cdf = np.cumsum(w) / w.sum()
+    edits[refine] = 1 + draw_ranks(edit_cdf, rngs["edits"].random(len(refine)))
+    return Skeleton(t, session, position, user, kind, cluster, source, edits, topic_step)
+
+
+def _cross_sources(t: np.ndarray, cluster: np.ndarray, cross: np.ndarray, window_s: float,
+                   u: np.ndarray) -> np.ndarray:
+    """For each request in ``cross`` an earlier request: same cluster within the window, else same
+    cluster any time before, else any request within the window, else any earlier request."""
+    n = len(t)
+    key = np.sort(cluster * n + np.arange(n))
+    by_cluster = key % n
+    c = cluster[cross]
+    window_lo = np.searchsorted(t, t[cross] - window_s, side="left")
+    hi = np.searchsorted(key, c * n + cross)
+    lo_w = np.searchsorted(key, c * n + window_lo)
+    lo_all = np.searchsorted(key, c * n)
+    pick_w = by_cluster[np.minimum(lo_w + (u * (hi - lo_w)).astype(np.int64), n - 1)]
+    pick_all = by_cluster[np.minimum(lo_all + (u * (hi - lo_all)).astype(np.int64), n - 1)]
+    any_lo = np.where(cross > window_lo, window_lo, 0)
+    pick_any = any_lo + (u * (cross - any_lo)).astype(np.int64)
+    return np.where(hi > lo_w, pick_w, np.where(hi > lo_all, pick_all, pick_any))
+
+
+def resolve_variants(sk: Skeleton) -> tuple[np.ndarray, np.ndarray]:
+    """(variant, root): the request that created each request's prompt (repeats point to it), and
+    the START at the root of its refinement chain (whose cluster the prompt belongs to)."""
+    n = len(sk)
+    idx = np.arange(n)
+    repeat = (sk.kind == REPEAT_SESSION) | (sk.kind == REPEAT_CROSS)
+    variant = np.where(repeat, sk.source, idx)
+    variant = _jump(variant)
+    up = np.where(sk.kind == START, idx, variant[np.maximum(sk.source, 0)])
+    up = np.where(repeat, variant, up)
+    return variant, _jump(up)
+
+
+def _jump(ptr: np.ndarray) -> np.ndarray:
+    """Follow pointers (each to itself or an earlier index) to their fixed points by doubling."""
+    while True:
+        nxt = ptr[ptr]
+        if np.array_equal(nxt, ptr):
+            return ptr
+        ptr = nxt
+
+
+def depth_levels(parent: np.ndarray) -> np.ndarray:
+    """Depth of each node of a forest given parents (roots point to themselves), by list ranking."""
+    d = (parent != np.arange(len(parent))).astype(np.int64)
+    nxt = parent.copy()
+    while True:
+        nn = nxt[nxt]
+        if np.array_equal(nn, nxt):
+            return d
+        d = d + d[nxt]
+        nxt = nn
