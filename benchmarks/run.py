@@ -1,0 +1,57 @@
+"""Simulator speed: simulated requests per second of the engine on the bundled trace (reported, never asserted).
+
+Repeats each case and reports medians (timings on shared 2-core machines are noisy), plus peak RSS.
+Compare cases only as ratios within one run. Usage: python benchmarks/run.py [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sim.experiments.config import experiment_from_data
+from sim.experiments.runner import simulate
+from sim.workload.trace import load_trace
+
+CASES = {
+    "vanilla (cache off)": {"cache": {"enabled": False}},
+    "lcbfu 1500 noises": {"cache": {"policy": "lcbfu", "capacity_noises": 1500}},
+    "lru 5000 noises": {"cache": {"policy": "lru", "capacity_noises": 5000}},
+    "lcbfu 5000, per-user scope": {"cache": {"capacity_noises": 5000, "scope": "user"}},
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    base = experiment_from_data({}).base
+    trace = load_trace(base.trace.path)
+    rows = []
+    for name, overrides in CASES.items():
+        cfg = experiment_from_data(overrides).base
+        times = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            simulate(cfg, trace)
+            times.append(time.perf_counter() - t0)
+        median = statistics.median(times)
+        rows.append({"case": name, "requests": len(trace), "median_s": round(median, 4),
+                     "requests_per_s": round(len(trace) / median), "repeats": args.repeats})
+    for row in rows:
+        print(json.dumps(row))
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"peak_rss_mib": round(peak_mib, 1)}))
+
+
+if __name__ == "__main__":
+    main()
