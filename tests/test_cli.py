@@ -95,10 +95,13 @@ def test_resume_keeps_finished_runs(cli: Cli, tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["--set", "cache.capacity_noises=0"], "cache.capacity_noises: expected a positive integer"),
-        (["--set", "hardware.num_gpus=0"], "hardware.num_gpus: expected an integer >= 1"),
+        (["--set", "hardware.pools=[{count: 0}]"], "hardware.pools[0].count: expected an integer >= 1"),
         (["--set", "cache.bogus=1"], "cache.bogus: unknown key"),
         (["--set", "trace.path=/nonexistent/t.parquet"], "trace file not found"),
-        (["--set", "hardware.gpu=h100"], "no entry for model sdxl on GPU h100"),
+        (["--set", "hardware.pools=[{gpu: h100}]"], "no entry for model sdxl on GPU h100"),
+        (["--set", "hardware.max_batch=4"], "batch 4 is outside the measured range 1..1 for sdxl/a10g/1024x1024"),
+        (["--set", "hardware.cost_profile=profiles/latency/sdxl-1024-a10g-published.yaml"],
+         "field 'kind': expected 'cost'"),
         (["--set", "storage.latent_tier=tape"], "no tier 'tape'; known: host_ram, local_disk"),
     ],
 )

@@ -55,7 +55,8 @@ KNOBS: list[tuple[Any, ...]] = [
     ("cache.enabled", False),
     ("model.num_steps", 30),
     ("model.width", 512),
-    ("hardware.num_gpus", 2),
+    ("hardware.pools", [{"gpu": "a10g", "count": 2}]),
+    ("hardware.routing", "round_robin"),
     ("hardware.step_jitter_cv", 0.2),
     ("trace.time_scale", 0.5),
     ("trace.limit", 1000),
@@ -105,19 +106,21 @@ def test_write_delay_defers_admission() -> None:
     engine-level tier (a test value, not a profile) of 2 hours per write.
     """
     from sim.engine import Engine
-    from sim.experiments.runner import build_requests, make_store
+    from sim.experiments.runner import build_gpus, build_requests, make_store
     from sim.hardware.profiles import Frontend, StorageTier
     from sim.workload.trace import load_trace
+    from tests.helpers import router
 
     cfg = experiment_from_data(BASE).base
     trace = load_trace(cfg.trace.path, cfg.trace.limit)
-    requests, latencies = build_requests(cfg, trace)
+    requests, shapes = build_requests(cfg, trace)
     slow = StorageTier(read_latency_s=0.0, read_bytes_per_s=1e9, write_latency_s=7200.0, write_bytes_per_s=1e9)
 
     def hits(write_delay: bool) -> int:
         store = make_store(cfg, trace.vectors.shape[1])
-        engine = Engine(requests, store=store, latencies=latencies, frontend=Frontend(0.0, 0.0, 0.0), tier=slow,
-                        num_gpus=4, quality_by_k=dict.fromkeys((0, 5, 10, 15, 20, 25), 1.0), write_delay=write_delay)
+        engine = Engine(requests, store=store, gpus=build_gpus(cfg, shapes), router=router(),
+                        frontend=Frontend(0.0, 0.0, 0.0), tier=slow,
+                        quality_by_k=dict.fromkeys((0, 5, 10, 15, 20, 25), 1.0), write_delay=write_delay)
         return int((engine.run()["k_used"] > 0).sum())
 
     assert hits(True) < hits(False)

@@ -11,6 +11,7 @@ from scipy import stats
 from sim.engine import Engine, Requests
 from sim.hardware.profiles import Frontend, StepLatency, StorageTier
 from sim.metrics import summarize
+from tests.helpers import router, uniform_gpus
 
 SERVICE_S = 2.5  # D, deterministic service time (not 1.0, so a lost unit shows up)
 NUM_STEPS = 50  # N; step_s = D / N and 50 x 0.05 is exactly 2.5 in floating point
@@ -46,10 +47,10 @@ def run_vanilla(requests: Requests, num_gpus: int) -> dict[str, np.ndarray]:
     engine = Engine(
         requests,
         store=None,
-        latencies=[StepLatency(step_s=SERVICE_S / NUM_STEPS, text_encoder_s=0.0, vae_decode_s=0.0)],
+        gpus=uniform_gpus(StepLatency(step_s=SERVICE_S / NUM_STEPS, text_encoder_s=0.0, vae_decode_s=0.0), num_gpus),
+        router=router("central"),
         frontend=Frontend(0.0, 0.0, 0.0),
         tier=StorageTier(0.0, 1e9, 0.0, 1e9),
-        num_gpus=num_gpus,
         quality_by_k={0: 1.0, **{k: 1.0 for k in KS}},
         write_delay=False,
     )
@@ -161,13 +162,13 @@ def test_md1_mean_wait_fast() -> None:
     rec = run_vanilla(make_requests(50_000, lam, seed=1), 1)
     expected = pollaczek_khinchine_wait(lam, SERVICE_S)
     assert steady_mean_wait(rec) == pytest.approx(expected, rel=0.10)
-    assert summarize(rec, ks=KS, num_gpus=1)["saturated"] is False
+    assert summarize(rec, ks=KS, gpu_kinds=["test"])["saturated"] is False
 
 
 def test_overload_is_flagged_saturated() -> None:
     num_gpus = 4
     rec = run_vanilla(make_requests(20_000, 1.2 * num_gpus / SERVICE_S, seed=2), num_gpus)
-    summary = summarize(rec, ks=KS, num_gpus=num_gpus)
+    summary = summarize(rec, ks=KS, gpu_kinds=["test"] * num_gpus)
     assert summary["saturated"] is True
     # 20K Poisson gaps: relative SD of the measured rate is 1/√20000 = 0.7%; 3% is > 4 SD.
     assert summary["offered_load"] == pytest.approx(1.2, rel=0.03)
@@ -184,6 +185,6 @@ def test_mean_wait_matches_mdc_theory(num_gpus: int, rho: float, num_requests: i
     # c = 1 against the closed form; c > 1 against the exact chain (checked against P-K above).
     expected = pollaczek_khinchine_wait(lam, SERVICE_S) if num_gpus == 1 else mdc_mean_wait(lam, SERVICE_S, num_gpus)
     assert steady_mean_wait(rec) == pytest.approx(expected, rel=REL_TOL)
-    summary = summarize(rec, ks=KS, num_gpus=num_gpus)
+    summary = summarize(rec, ks=KS, gpu_kinds=["test"] * num_gpus)
     assert summary["saturated"] is False
     assert summary["offered_load"] == pytest.approx(rho, rel=0.02)  # > 6 SD of the arrival-rate noise

@@ -114,20 +114,52 @@ class CacheConfig:
 
 
 @dataclass(frozen=True)
-class HardwareConfig:
-    latency_profile: str = "profiles/latency/sdxl-1024-a10g-published.yaml"
+class GpuPool:
+    """``count`` GPUs of one type, with the latency profile that has their entries."""
+
     gpu: str = "a10g"
-    num_gpus: int = 4
-    #: coefficient of variation of a lognormal factor on each request's step time (0 = deterministic)
-    step_jitter_cv: float = 0.0
+    count: int = 4
+    latency_profile: str = "profiles/latency/sdxl-1024-a10g-published.yaml"
 
     def problems(self) -> Problems:
+        return [("count", f"an integer >= 1, got {self.count}")] if self.count < 1 else []
+
+
+@dataclass(frozen=True)
+class HardwareConfig:
+    pools: tuple[GpuPool, ...] = (GpuPool(),)
+    #: central (one FCFS queue) | round_robin | least_loaded | shortest_expected_wait (sim/hardware/routing/)
+    routing: str = "central"
+    #: static batching: a GPU starts up to max_batch requests of one shape together
+    max_batch: int = 1
+    #: a GPU with a partial batch waits this long for more requests before starting
+    batch_window_s: float = 0.0
+    #: one simulation event per denoising step (same results; lets a run be observed step by step)
+    step_events: bool = False
+    #: coefficient of variation of a lognormal factor on each request's step time (0 = deterministic)
+    step_jitter_cv: float = 0.0
+    #: public prices per GPU-hour and GB-month; null = no cost in the summary
+    cost_profile: str | None = "profiles/cost/aws-on-demand-published.yaml"
+
+    def problems(self) -> Problems:
+        from sim.hardware.routing import ROUTERS
+
         out: Problems = []
-        if self.num_gpus < 1:
-            out.append(("num_gpus", f"an integer >= 1, got {self.num_gpus}"))
+        if not self.pools:
+            out.append(("pools", "at least one GPU pool"))
+        if self.routing not in ROUTERS:
+            out.append(("routing", f"one of {', '.join(ROUTERS.names())}, got {self.routing!r}"))
+        if self.max_batch < 1:
+            out.append(("max_batch", f"an integer >= 1, got {self.max_batch}"))
+        if not self.batch_window_s >= 0:
+            out.append(("batch_window_s", f"a number >= 0, got {self.batch_window_s}"))
         if not self.step_jitter_cv >= 0:
             out.append(("step_jitter_cv", f"a number >= 0, got {self.step_jitter_cv}"))
         return out
+
+    @property
+    def num_gpus(self) -> int:
+        return sum(p.count for p in self.pools)
 
 
 @dataclass(frozen=True)

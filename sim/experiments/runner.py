@@ -19,18 +19,19 @@ import yaml
 from sim.cache.kselect import KTable
 from sim.cache.policies import POLICIES
 from sim.cache.store import CacheStore
-from sim.engine import RECORD_COLUMNS, Engine, Requests
+from sim.engine import RECORD_COLUMNS, Engine, Gpu, Requests
 from sim.errors import ConfigError, InputError
 from sim.experiments.config import Experiment, RunConfig, dump_run_config
 from sim.experiments.schema import to_data
 from sim.hardware.profiles import (
-    StepLatency,
+    load_cost,
     load_frontend,
-    load_latency,
+    load_latency_table,
     load_quality_by_k,
     load_storage_tier,
 )
-from sim.metrics import summarize
+from sim.hardware.routing import ROUTERS
+from sim.metrics import RunCost, summarize
 from sim.retrieval import RETRIEVERS
 from sim.workload.simmap import SimilarityMap, find_map, load_map
 from sim.workload.trace import Trace, load_trace
@@ -43,8 +44,8 @@ def rng_stream(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(zlib.crc32(name.encode()),)))
 
 
-def build_requests(cfg: RunConfig, trace: Trace) -> tuple[Requests, list[StepLatency]]:
-    """Per-request engine inputs, and the latency profile entry of each latency class."""
+def build_requests(cfg: RunConfig, trace: Trace) -> tuple[Requests, list[tuple[int, int]]]:
+    """Per-request engine inputs, and the (width, height) of each latency class."""
     m = cfg.model
     width = np.where(trace.width > 0, trace.width, m.width)
     height = np.where(trace.height > 0, trace.height, m.height)
@@ -67,14 +68,10 @@ def build_requests(cfg: RunConfig, trace: Trace) -> tuple[Requests, list[StepLat
     noise_bytes = m.latent_channels * -(-height // f) * -(-width // f) * m.latent_dtype_bytes
 
     classes: dict[tuple[int, int], int] = {}
-    latencies: list[StepLatency] = []
-    latency_class = np.empty(len(trace), dtype=np.int64)
-    for i, wh in enumerate(zip(width.tolist(), height.tolist(), strict=True)):
-        c = classes.get(wh)
-        if c is None:
-            c = classes[wh] = len(latencies)
-            latencies.append(load_latency(cfg.hardware.latency_profile, m.name, cfg.hardware.gpu, *wh))
-        latency_class[i] = c
+    latency_class = np.array(
+        [classes.setdefault(wh, len(classes)) for wh in zip(width.tolist(), height.tolist(), strict=True)],
+        dtype=np.int64,
+    )
 
     cv = cfg.hardware.step_jitter_cv
     if cv > 0:
@@ -92,7 +89,32 @@ def build_requests(cfg: RunConfig, trace: Trace) -> tuple[Requests, list[StepLat
         latency_class=latency_class,
         step_factor=step_factor,
     )
-    return requests, latencies
+    return requests, list(classes)
+
+
+def build_gpus(cfg: RunConfig, shapes: list[tuple[int, int]]) -> list[Gpu]:
+    """Every GPU of every pool with its latency table per request shape; checks the batch range now,
+    so a sweep fails before it starts, not halfway through."""
+    hw = cfg.hardware
+    gpus = []
+    for pool in hw.pools:
+        tables = tuple(load_latency_table(pool.latency_profile, cfg.model.name, pool.gpu, w, h) for w, h in shapes)
+        for table in tables:
+            table.at(hw.max_batch)
+            table.at(1)
+        gpus += [Gpu(pool.gpu, tables)] * pool.count
+    return gpus
+
+
+def run_cost(cfg: RunConfig, capacity_bytes: int | None) -> RunCost | None:
+    """Hourly price of the GPU fleet and monthly price of the cache's storage, from the cost profile."""
+    if cfg.hardware.cost_profile is None:
+        return None
+    cost = load_cost(cfg.hardware.cost_profile)
+    gpu_usd_per_h = sum(p.count * cost.gpu(p.gpu) for p in cfg.hardware.pools)
+    tier_price = cost.storage_gb_month_usd.get(cfg.storage.latent_tier)
+    storage = None if tier_price is None or capacity_bytes is None else tier_price * capacity_bytes / 1e9
+    return RunCost(Path(cost.source).name, gpu_usd_per_h, storage)
 
 
 def usable_ks(cfg: RunConfig) -> tuple[int, ...]:
@@ -135,20 +157,32 @@ def simulate(cfg: RunConfig, trace: Trace | None = None) -> tuple[Trace, dict[st
     """Run one configuration in memory: (trace, per-request records, summary)."""
     if trace is None:
         trace = load_trace(cfg.trace.path, cfg.trace.limit)
-    requests, latencies = build_requests(cfg, trace)
+    requests, shapes = build_requests(cfg, trace)
     smap = similarity_map(cfg, trace.embedder) if cfg.cache.enabled else None
+    hw = cfg.hardware
+    gpus = build_gpus(cfg, shapes)
+    store = make_store(cfg, trace.vectors.shape[1], smap)
     engine = Engine(
         requests,
-        store=make_store(cfg, trace.vectors.shape[1], smap),
-        latencies=latencies,
+        store=store,
+        gpus=gpus,
+        router=ROUTERS.get(hw.routing)(),
         frontend=load_frontend(cfg.frontend.profile),
         tier=load_storage_tier(cfg.storage.profile, cfg.storage.latent_tier),
-        num_gpus=cfg.hardware.num_gpus,
         quality_by_k=load_quality_by_k(cfg.quality.profile, usable_ks(cfg)),
         write_delay=cfg.cache.write_delay,
+        max_batch=hw.max_batch,
+        batch_window_s=hw.batch_window_s,
+        step_events=hw.step_events,
     )
     records = engine.run()
-    summary = summarize(records, ks=cfg.cache.ks, num_gpus=cfg.hardware.num_gpus)
+    capacity_bytes = None
+    if store is not None:  # the binding limit, for the storage bill
+        limits = [cfg.cache.capacity_bytes, None if cfg.cache.capacity_noises is None
+                  else cfg.cache.capacity_noises * int(requests.noise_bytes.max())]
+        capacity_bytes = min(v for v in limits if v is not None)
+    summary = summarize(records, ks=cfg.cache.ks, gpu_kinds=[g.kind for g in gpus],
+                        cost=run_cost(cfg, capacity_bytes))
     scale = Path(smap.source).name if smap is not None else "none (raw cosine)"
     summary = {"name": cfg.name, "embedder": trace.embedder, "similarity_map": scale, **summary}
     return trace, records, summary

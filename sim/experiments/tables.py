@@ -19,13 +19,14 @@ RUN_ROWS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("offered load", ("offered_load",), "{:.3f}"),
     ("saturated", ("saturated",), "{}"),
     ("mean relative quality", ("quality_mean",), "{:.4f}"),
+    ("mean batch size", ("mean_batch_size",), "{:.2f}"),
 )
 
 
 def _get(summary: dict[str, Any], path: tuple[str, ...]) -> Any:
     node: Any = summary
     for p in path:
-        node = node[p]
+        node = node.get(p) if isinstance(node, dict) else None  # absent (e.g. no cost profile) -> n/a
     return node
 
 
@@ -44,6 +45,12 @@ def _cell(summary: dict[str, Any], path: tuple[str, ...], fmt: str) -> str:
 def run_markdown(summary: dict[str, Any]) -> str:
     lines = [f"# {summary['name']}", "", "| metric | value |", "|---|---|"]
     lines += [f"| {label} | {_cell(summary, path, fmt)} |" for label, path, fmt in RUN_ROWS]
+    if "cost" in summary:
+        lines.append(f"| cost total / per 1,000 images (USD) | {summary['cost']['total_usd']:.2f} / "
+                     f"{summary['cost']['usd_per_1000_images']:.2f} |")
+    for kind, g in summary["gpus"].items():
+        util = "n/a" if g["utilisation"] is None else f"{g['utilisation']:.3f}"
+        lines.append(f"| {kind}: GPUs / requests / utilisation | {g['gpus']} / {g['requests']} / {util} |")
     hist = summary["k_histogram"]
     lines += ["", "| K used | requests |", "|---|---|"]
     lines += [f"| {'miss' if k == '0' else k} | {n} |" for k, n in hist.items()]
@@ -58,6 +65,7 @@ COMPARE = (
     ("GPU util.", ("gpu_utilisation",), "{:.3f}"),
     ("quality", ("quality_mean",), "{:.4f}"),
     ("saturated", ("saturated",), "{}"),
+    ("USD / 1k images", ("cost", "usd_per_1000_images"), "{:.2f}"),
 )
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from sim.errors import InputError
@@ -52,34 +53,77 @@ def _number(file: Path, where: str, value: Any, *, positive: bool = False) -> fl
 
 @dataclass(frozen=True)
 class StepLatency:
-    """Seconds for one request at batch 1: text encoder + steps x step_s + VAE decode."""
+    """Seconds at one batch size: text encoder + steps x step_s + VAE decode."""
 
     step_s: float
     text_encoder_s: float
     vae_decode_s: float
 
 
-def load_latency(path: str, model: str, gpu: str, width: int, height: int) -> StepLatency:
+@dataclass(frozen=True)
+class LatencyTable:
+    """Latencies of one (model, GPU, resolution) at the batch sizes measured or published.
+
+    Between measured batch sizes every figure is interpolated linearly; outside them is an error
+    (extrapolating a GPU's batching curve is a guess, not a profile).
+    """
+
+    source: str
+    key: str  # model/gpu/WxH, for messages
+    batches: tuple[int, ...]
+    points: tuple[StepLatency, ...]
+
+    @property
+    def max_batch(self) -> int:
+        return self.batches[-1]
+
+    def at(self, batch: int) -> StepLatency:
+        if not self.batches[0] <= batch <= self.batches[-1]:
+            raise InputError(
+                f"{self.source}: batch {batch} is outside the measured range "
+                f"{self.batches[0]}..{self.batches[-1]} for {self.key}"
+            )
+        b = np.asarray(self.batches, dtype=float)
+        values = [
+            float(np.interp(batch, b, [getattr(p, f) for p in self.points]))
+            for f in ("step_s", "text_encoder_s", "vae_decode_s")
+        ]
+        return StepLatency(*values)
+
+
+def load_latency_table(path: str, model: str, gpu: str, width: int, height: int) -> LatencyTable:
     file, data = _read(path, "latency")
     rows = data.get("entries")
     if not isinstance(rows, list) or not rows:
         raise InputError(f"{file}: field 'entries': expected a non-empty list")
-    known = []
+    known: set[str] = set()
+    found: dict[int, StepLatency] = {}
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
             raise InputError(f"{file}: field 'entries[{i}]': expected a mapping")
-        key = (row.get("model"), row.get("gpu"), row.get("width"), row.get("height"), row.get("batch", 1))
-        known.append(f"{key[0]}/{key[1]}/{key[2]}x{key[3]}/batch {key[4]}")
-        if key == (model, gpu, width, height, 1):
-            return StepLatency(
-                step_s=_number(file, f"entries[{i}].step_s", row.get("step_s"), positive=True),
-                text_encoder_s=_number(file, f"entries[{i}].text_encoder_s", row.get("text_encoder_s")),
-                vae_decode_s=_number(file, f"entries[{i}].vae_decode_s", row.get("vae_decode_s")),
-            )
-    raise InputError(
-        f"{file}: no entry for model {model} on GPU {gpu} at {width}x{height}, batch 1; "
-        f"known: {'; '.join(known)}"
-    )
+        key = (row.get("model"), row.get("gpu"), row.get("width"), row.get("height"))
+        known.add(f"{key[0]}/{key[1]}/{key[2]}x{key[3]}")
+        if key != (model, gpu, width, height):
+            continue
+        batch = row.get("batch", 1)
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise InputError(f"{file}: field 'entries[{i}].batch': expected an integer >= 1, got {batch!r}")
+        if batch in found:
+            raise InputError(f"{file}: field 'entries[{i}]': batch {batch} of {model}/{gpu}/{width}x{height} twice")
+        for optional in ("step_p50_s", "step_p99_s", "load_s"):
+            if optional in row:
+                _number(file, f"entries[{i}].{optional}", row[optional])
+        found[batch] = StepLatency(
+            step_s=_number(file, f"entries[{i}].step_s", row.get("step_s"), positive=True),
+            text_encoder_s=_number(file, f"entries[{i}].text_encoder_s", row.get("text_encoder_s")),
+            vae_decode_s=_number(file, f"entries[{i}].vae_decode_s", row.get("vae_decode_s")),
+        )
+    if not found:
+        raise InputError(
+            f"{file}: no entry for model {model} on GPU {gpu} at {width}x{height}; known: {'; '.join(sorted(known))}"
+        )
+    batches = tuple(sorted(found))
+    return LatencyTable(str(file), f"{model}/{gpu}/{width}x{height}", batches, tuple(found[b] for b in batches))
 
 
 @dataclass(frozen=True)
@@ -146,3 +190,38 @@ def load_quality_by_k(path: str, ks: tuple[int, ...]) -> dict[int, float]:
             raise InputError(f"{file}: field 'by_k': no value for K={k} (has {sorted(by_k)})")
         out[k] = _number(file, f"by_k.{k}", by_k[k])
     return out
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Public list prices: dollars per GPU-hour by GPU type, per GB-month by storage tier."""
+
+    source: str
+    gpu_hour_usd: dict[str, float]
+    storage_gb_month_usd: dict[str, float]
+
+    def gpu(self, gpu: str) -> float:
+        if gpu not in self.gpu_hour_usd:
+            known = ", ".join(sorted(self.gpu_hour_usd))
+            raise InputError(f"{self.source}: no price for GPU {gpu!r}; known: {known}")
+        return self.gpu_hour_usd[gpu]
+
+
+def load_cost(path: str) -> Cost:
+    """Every price carries its own source and date (prices change; a run says which it used)."""
+    file, data = _read(path, "cost")
+    out: dict[str, dict[str, float]] = {}
+    for section in ("gpu_hour_usd", "storage_gb_month_usd"):
+        table = data.get(section)
+        if not isinstance(table, dict):
+            raise InputError(f"{file}: field '{section}': expected a mapping of name -> {{usd, source, date}}")
+        out[section] = {}
+        for name, entry in table.items():
+            where = f"{section}.{name}"
+            if not isinstance(entry, dict):
+                raise InputError(f"{file}: field '{where}': expected a mapping with usd, source, date")
+            for key in ("source", "date"):
+                if not entry.get(key):
+                    raise InputError(f"{file}: field '{where}.{key}': required (where and when the price was read)")
+            out[section][str(name)] = _number(file, f"{where}.usd", entry.get("usd"))
+    return Cost(str(file), out["gpu_hour_usd"], out["storage_gb_month_usd"])

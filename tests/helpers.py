@@ -1,0 +1,18 @@
+"""Small builders shared by engine-level tests."""
+
+from __future__ import annotations
+
+from sim.engine import Gpu
+from sim.hardware.profiles import LatencyTable, StepLatency
+from sim.hardware.routing import ROUTERS, Router
+
+
+def uniform_gpus(latency: StepLatency, count: int, kind: str = "test", max_batch: int = 1) -> list[Gpu]:
+    """``count`` identical GPUs whose one request shape has ``latency`` at every batch size up to max_batch."""
+    batches = tuple(range(1, max_batch + 1))
+    table = LatencyTable("test", f"test/{kind}", batches, tuple(latency for _ in batches))
+    return [Gpu(kind, (table,))] * count
+
+
+def router(name: str = "central") -> Router:
+    return ROUTERS.get(name)()
