@@ -18,6 +18,7 @@ import simpy
 from sim.cache.store import CacheStore
 from sim.hardware.profiles import Frontend, LatencyTable, StorageTier
 from sim.hardware.routing import GpuState, Router
+from sim.quality import QualityModel
 
 #: per-request record columns, in order (DESIGN.md §4); metrics and figures derive from these only
 RECORD_COLUMNS = (
@@ -64,7 +65,7 @@ class Engine:
         router: Router,
         frontend: Frontend,
         tier: StorageTier,
-        quality_by_k: dict[int, float],
+        quality: QualityModel,
         write_delay: bool,
         max_batch: int = 1,
         batch_window_s: float = 0.0,
@@ -76,7 +77,7 @@ class Engine:
         self._router = router
         self._frontend = frontend
         self._tier = tier
-        self._quality = quality_by_k
+        self._quality = quality
         self._write_delay = write_delay
         self._max_batch = max_batch
         self._window_s = batch_window_s
@@ -163,7 +164,7 @@ class Engine:
         rec["k_used"][i] = k_used
         num_steps = int(req.num_steps[i])
         rec["num_steps"][i] = num_steps
-        rec["quality"][i] = self._quality[k_used]
+        rec["quality"][i] = self._quality.estimate(k_used, float(rec["similarity"][i]))
 
         done = env.event()
         self._enqueue(env, i, done)

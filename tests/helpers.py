@@ -5,6 +5,7 @@ from __future__ import annotations
 from sim.engine import Gpu
 from sim.hardware.profiles import LatencyTable, StepLatency
 from sim.hardware.routing import ROUTERS, Router
+from sim.quality import QualityModel
 
 
 def uniform_gpus(latency: StepLatency, count: int, kind: str = "test", max_batch: int = 1) -> list[Gpu]:
@@ -12,6 +13,11 @@ def uniform_gpus(latency: StepLatency, count: int, kind: str = "test", max_batch
     batches = tuple(range(1, max_batch + 1))
     table = LatencyTable("test", f"test/{kind}", batches, tuple(latency for _ in batches))
     return [Gpu(kind, (table,))] * count
+
+
+def flat_quality() -> QualityModel:
+    """Quality 1.0 at every K (for tests about time, not quality)."""
+    return QualityModel("test", "relative_quality", dict.fromkeys((0, 5, 10, 15, 20, 25), 1.0))
 
 
 def router(name: str = "central") -> Router:

@@ -109,7 +109,7 @@ def test_write_delay_defers_admission() -> None:
     from sim.experiments.runner import build_gpus, build_requests, make_store
     from sim.hardware.profiles import Frontend, StorageTier
     from sim.workload.trace import load_trace
-    from tests.helpers import router
+    from tests.helpers import flat_quality, router
 
     cfg = experiment_from_data(BASE).base
     trace = load_trace(cfg.trace.path, cfg.trace.limit)
@@ -120,7 +120,7 @@ def test_write_delay_defers_admission() -> None:
         store = make_store(cfg, trace.vectors.shape[1])
         engine = Engine(requests, store=store, gpus=build_gpus(cfg, shapes), router=router(),
                         frontend=Frontend(0.0, 0.0, 0.0), tier=slow,
-                        quality_by_k=dict.fromkeys((0, 5, 10, 15, 20, 25), 1.0), write_delay=write_delay)
+                        quality=flat_quality(), write_delay=write_delay)
         return int((engine.run()["k_used"] > 0).sum())
 
     assert hits(True) < hits(False)

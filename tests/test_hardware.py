@@ -16,7 +16,7 @@ from sim.experiments.runner import simulate
 from sim.hardware.profiles import Frontend, LatencyTable, StepLatency, StorageTier, load_cost, load_latency_table
 from sim.hardware.routing import ROUTERS
 from sim.metrics import summarize
-from tests.helpers import router
+from tests.helpers import flat_quality, router
 
 PUBLISHED = {"type": "published", "source": "test", "says": "test"}
 
@@ -38,7 +38,7 @@ def _requests(arrivals: list[float], steps: int = 10) -> Requests:
 def _run(arrivals: list[float], gpus: list[Gpu], routing: str = "central", **kw: Any) -> dict[str, np.ndarray]:
     engine = Engine(_requests(arrivals, kw.pop("steps", 10)), store=None, gpus=gpus, router=router(routing),
                     frontend=Frontend(0.0, 0.0, 0.0), tier=StorageTier(0.0, 1e9, 0.0, 1e9),
-                    quality_by_k={0: 1.0}, write_delay=False, **kw)
+                    quality=flat_quality(), write_delay=False, **kw)
     return engine.run()
 
 
@@ -97,7 +97,7 @@ def test_static_batch_members_leave_after_their_own_steps() -> None:
     gpu = Gpu("g", (_table({1: 1.0, 4: 2.0}, enc=0.5, vae=0.25),))
     engine = Engine(_requests([0.0, 0.0, 0.0]), store=None, gpus=[gpu], router=router(),
                     frontend=Frontend(0.0, 0.0, 0.0), tier=StorageTier(0.0, 1e9, 0.0, 1e9),
-                    quality_by_k={0: 1.0}, write_delay=False, max_batch=4)
+                    quality=flat_quality(), write_delay=False, max_batch=4)
     engine._req.num_steps[:] = [10, 4, 7]
     rec = engine.run()
     step_at_3 = 1.0 + (2.0 - 1.0) * 2 / 3  # interpolated between the measured batches 1 and 4
@@ -122,7 +122,7 @@ def test_batches_only_group_one_shape() -> None:
     gpus = [Gpu("g", (_table({1: 1.0, 2: 1.5}), _table({1: 2.0, 2: 3.0})))]
     engine = Engine(_requests([0.0, 0.0, 0.0]), store=None, gpus=gpus, router=router(),
                     frontend=Frontend(0.0, 0.0, 0.0), tier=StorageTier(0.0, 1e9, 0.0, 1e9),
-                    quality_by_k={0: 1.0}, write_delay=False, max_batch=2)
+                    quality=flat_quality(), write_delay=False, max_batch=2)
     engine._req.latency_class[:] = [0, 1, 0]
     rec = engine.run()
     assert rec["batch_id"].tolist() == [0, 1, 0]  # request 2 jumps the queue to join its shape's batch

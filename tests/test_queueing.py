@@ -11,7 +11,7 @@ from scipy import stats
 from sim.engine import Engine, Requests
 from sim.hardware.profiles import Frontend, StepLatency, StorageTier
 from sim.metrics import summarize
-from tests.helpers import router, uniform_gpus
+from tests.helpers import flat_quality, router, uniform_gpus
 
 SERVICE_S = 2.5  # D, deterministic service time (not 1.0, so a lost unit shows up)
 NUM_STEPS = 50  # N; step_s = D / N and 50 x 0.05 is exactly 2.5 in floating point
@@ -51,7 +51,7 @@ def run_vanilla(requests: Requests, num_gpus: int) -> dict[str, np.ndarray]:
         router=router("central"),
         frontend=Frontend(0.0, 0.0, 0.0),
         tier=StorageTier(0.0, 1e9, 0.0, 1e9),
-        quality_by_k={0: 1.0, **{k: 1.0 for k in KS}},
+        quality=flat_quality(),
         write_delay=False,
     )
     return engine.run()

@@ -27,11 +27,11 @@ from sim.hardware.profiles import (
     load_cost,
     load_frontend,
     load_latency_table,
-    load_quality_by_k,
     load_storage_tier,
 )
 from sim.hardware.routing import ROUTERS
 from sim.metrics import RunCost, summarize
+from sim.quality import load_quality
 from sim.retrieval import RETRIEVERS
 from sim.workload.simmap import SimilarityMap, find_map, load_map
 from sim.workload.trace import Trace, load_trace
@@ -169,7 +169,7 @@ def simulate(cfg: RunConfig, trace: Trace | None = None) -> tuple[Trace, dict[st
         router=ROUTERS.get(hw.routing)(),
         frontend=load_frontend(cfg.frontend.profile),
         tier=load_storage_tier(cfg.storage.profile, cfg.storage.latent_tier),
-        quality_by_k=load_quality_by_k(cfg.quality.profile, usable_ks(cfg)),
+        quality=load_quality(cfg.quality.profile, usable_ks(cfg)),
         write_delay=cfg.cache.write_delay,
         max_batch=hw.max_batch,
         batch_window_s=hw.batch_window_s,

@@ -1,4 +1,4 @@
-"""Profile files (latency, storage, frontend, quality): strict loading; every file carries provenance."""
+"""Profile files (latency, storage, frontend, cost): strict loading; every file carries provenance."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ PROVENANCE_FIELDS = {
 }
 
 
-def _read(path: str, kind: str) -> tuple[Path, dict[str, Any]]:
+def read_profile(path: str, kind: str) -> tuple[Path, dict[str, Any]]:
     file = resolve(path)
     try:
         data = yaml.safe_load(file.read_text())
@@ -42,7 +42,7 @@ def _read(path: str, kind: str) -> tuple[Path, dict[str, Any]]:
     return file, data
 
 
-def _number(file: Path, where: str, value: Any, *, positive: bool = False) -> float:
+def profile_number(file: Path, where: str, value: Any, *, positive: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
         raise InputError(f"{file}: field '{where}': expected a number, got {value!r}")
     if value < 0 or (positive and value == 0):
@@ -92,7 +92,7 @@ class LatencyTable:
 
 
 def load_latency_table(path: str, model: str, gpu: str, width: int, height: int) -> LatencyTable:
-    file, data = _read(path, "latency")
+    file, data = read_profile(path, "latency")
     rows = data.get("entries")
     if not isinstance(rows, list) or not rows:
         raise InputError(f"{file}: field 'entries': expected a non-empty list")
@@ -112,11 +112,11 @@ def load_latency_table(path: str, model: str, gpu: str, width: int, height: int)
             raise InputError(f"{file}: field 'entries[{i}]': batch {batch} of {model}/{gpu}/{width}x{height} twice")
         for optional in ("step_p50_s", "step_p99_s", "load_s"):
             if optional in row:
-                _number(file, f"entries[{i}].{optional}", row[optional])
+                profile_number(file, f"entries[{i}].{optional}", row[optional])
         found[batch] = StepLatency(
-            step_s=_number(file, f"entries[{i}].step_s", row.get("step_s"), positive=True),
-            text_encoder_s=_number(file, f"entries[{i}].text_encoder_s", row.get("text_encoder_s")),
-            vae_decode_s=_number(file, f"entries[{i}].vae_decode_s", row.get("vae_decode_s")),
+            step_s=profile_number(file, f"entries[{i}].step_s", row.get("step_s"), positive=True),
+            text_encoder_s=profile_number(file, f"entries[{i}].text_encoder_s", row.get("text_encoder_s")),
+            vae_decode_s=profile_number(file, f"entries[{i}].vae_decode_s", row.get("vae_decode_s")),
         )
     if not found:
         raise InputError(
@@ -124,6 +124,11 @@ def load_latency_table(path: str, model: str, gpu: str, width: int, height: int)
         )
     batches = tuple(sorted(found))
     return LatencyTable(str(file), f"{model}/{gpu}/{width}x{height}", batches, tuple(found[b] for b in batches))
+
+
+def load_latency(path: str, model: str, gpu: str, width: int, height: int) -> StepLatency:
+    """Batch-1 figures of one (model, GPU, resolution)."""
+    return load_latency_table(path, model, gpu, width, height).at(1)
 
 
 @dataclass(frozen=True)
@@ -141,7 +146,7 @@ class StorageTier:
 
 
 def load_storage_tier(path: str, tier: str) -> StorageTier:
-    file, data = _read(path, "storage")
+    file, data = read_profile(path, "storage")
     tiers = data.get("tiers")
     if not isinstance(tiers, dict) or not tiers:
         raise InputError(f"{file}: field 'tiers': expected a mapping of tier name -> figures")
@@ -151,7 +156,7 @@ def load_storage_tier(path: str, tier: str) -> StorageTier:
     if not isinstance(row, dict):
         raise InputError(f"{file}: field 'tiers.{tier}': expected a mapping")
     f = {
-        name: _number(file, f"tiers.{tier}.{name}", row.get(name), positive=name.endswith("bytes_per_s"))
+        name: profile_number(file, f"tiers.{tier}.{name}", row.get(name), positive=name.endswith("bytes_per_s"))
         for name in ("read_latency_s", "read_bytes_per_s", "write_latency_s", "write_bytes_per_s")
     }
     return StorageTier(**f)
@@ -170,26 +175,12 @@ class Frontend:
 
 
 def load_frontend(path: str) -> Frontend:
-    file, data = _read(path, "frontend")
+    file, data = read_profile(path, "frontend")
     return Frontend(
-        embed_s=_number(file, "embed_s", data.get("embed_s")),
-        search_base_s=_number(file, "search_base_s", data.get("search_base_s")),
-        search_per_vector_s=_number(file, "search_per_vector_s", data.get("search_per_vector_s")),
+        embed_s=profile_number(file, "embed_s", data.get("embed_s")),
+        search_base_s=profile_number(file, "search_base_s", data.get("search_base_s")),
+        search_per_vector_s=profile_number(file, "search_per_vector_s", data.get("search_per_vector_s")),
     )
-
-
-def load_quality_by_k(path: str, ks: tuple[int, ...]) -> dict[int, float]:
-    """Relative quality (1.0 = from scratch) at K = 0 and at each K in ``ks`` (the K a hit can use)."""
-    file, data = _read(path, "quality")
-    by_k = data.get("by_k")
-    if not isinstance(by_k, dict):
-        raise InputError(f"{file}: field 'by_k': expected a mapping of K -> relative quality")
-    out = {}
-    for k in (0, *ks):
-        if k not in by_k:
-            raise InputError(f"{file}: field 'by_k': no value for K={k} (has {sorted(by_k)})")
-        out[k] = _number(file, f"by_k.{k}", by_k[k])
-    return out
 
 
 @dataclass(frozen=True)
@@ -209,7 +200,7 @@ class Cost:
 
 def load_cost(path: str) -> Cost:
     """Every price carries its own source and date (prices change; a run says which it used)."""
-    file, data = _read(path, "cost")
+    file, data = read_profile(path, "cost")
     out: dict[str, dict[str, float]] = {}
     for section in ("gpu_hour_usd", "storage_gb_month_usd"):
         table = data.get(section)
@@ -223,5 +214,5 @@ def load_cost(path: str) -> Cost:
             for key in ("source", "date"):
                 if not entry.get(key):
                     raise InputError(f"{file}: field '{where}.{key}': required (where and when the price was read)")
-            out[section][str(name)] = _number(file, f"{where}.usd", entry.get("usd"))
+            out[section][str(name)] = profile_number(file, f"{where}.usd", entry.get("usd"))
     return Cost(str(file), out["gpu_hour_usd"], out["storage_gb_month_usd"])

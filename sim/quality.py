@@ -1,0 +1,80 @@
+"""Quality model: relative image quality of a request from the K it used (and its similarity, when measured).
+
+Reads a quality profile (profiles/README.md): ``by_k`` always (relative quality, 1.0 = generated from
+scratch), and ``by_k_bin`` when a profiler measured quality per (K, similarity bin). A hit's estimate
+is the (K, bin) figure when that cell was measured, else the per-K figure; a miss is 1.0 by definition.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sim.errors import InputError
+from sim.hardware.profiles import profile_number, read_profile
+
+
+@dataclass(frozen=True)
+class QualityModel:
+    source: str
+    metric: str
+    by_k: dict[int, float]
+    #: bin edges (ascending) and {(k, bin index): relative quality} for the measured cells
+    bins: tuple[float, ...] = ()
+    by_k_bin: dict[tuple[int, int], float] = field(default_factory=dict)
+
+    def estimate(self, k: int, similarity: float) -> float:
+        if k and self.by_k_bin and not math.isnan(similarity):
+            b = bisect.bisect_right(self.bins, similarity) - 1
+            value = self.by_k_bin.get((k, min(b, len(self.bins) - 2)))
+            if value is not None:
+                return value
+        return self.by_k[k]
+
+
+def load_quality(path: str, ks: Sequence[int]) -> QualityModel:
+    """The model for the K values a hit can use (``ks``); every one needs a per-K figure."""
+    file, data = read_profile(path, "quality")
+    by_k_raw = data.get("by_k")
+    if not isinstance(by_k_raw, dict):
+        raise InputError(f"{file}: field 'by_k': expected a mapping of K -> relative quality")
+    by_k = {}
+    for k in (0, *ks):
+        if k not in by_k_raw or by_k_raw[k] is None:
+            raise InputError(f"{file}: field 'by_k': no value for K={k} (has {sorted(by_k_raw)})")
+        by_k[k] = profile_number(file, f"by_k.{k}", by_k_raw[k])
+    metric = str(data.get("metric", "relative_quality"))
+    rows = data.get("by_k_bin")
+    if rows is None:
+        return QualityModel(str(file), metric, by_k)
+    bins = data.get("bins")
+    numeric = isinstance(bins, list) and all(
+        isinstance(b, int | float) and not isinstance(b, bool) and math.isfinite(b) for b in bins
+    )
+    edges = tuple(float(b) for b in bins) if numeric and isinstance(bins, list) else ()
+    if len(edges) < 2 or any(hi <= lo for lo, hi in itertools.pairwise(edges)):
+        raise InputError(f"{file}: field 'bins': expected at least two strictly increasing similarity edges")
+    primary = metric.removeprefix("relative_")
+    cells: dict[tuple[int, int], float] = {}
+    for i, row in enumerate(rows):
+        cell = _cell(file, i, row, edges, primary)
+        if cell is not None:
+            cells[cell[0]] = cell[1]
+    return QualityModel(str(file), metric, by_k, edges, cells)
+
+
+def _cell(file: Any, i: int, row: Any, edges: tuple[float, ...], primary: str) -> tuple[tuple[int, int], float] | None:
+    where = f"by_k_bin[{i}]"
+    if not isinstance(row, dict) or "k" not in row or "similarity" not in row:
+        raise InputError(f"{file}: field '{where}': expected a mapping with k, similarity, relative")
+    lo = row["similarity"][0] if isinstance(row["similarity"], list) and row["similarity"] else None
+    if lo not in edges[:-1]:
+        raise InputError(f"{file}: field '{where}.similarity': its lower edge {lo!r} is not one of 'bins'")
+    value = (row.get("relative") or {}).get(primary)
+    if value is None:  # a cell the profiler could not score (no pair in that bin)
+        return None
+    return (int(row["k"]), edges.index(lo)), profile_number(file, f"{where}.relative.{primary}", value)
