@@ -62,7 +62,8 @@ class CLIP(Embedder):
             raise InputError(f"{folder}: CLIP model folder not found")
         config_file = folder / "config.json"
         try:
-            model_type = json.loads(config_file.read_text()).get("model_type")
+            raw_config = json.loads(config_file.read_text())
+            model_type = raw_config.get("model_type")
         except FileNotFoundError:
             raise InputError(f"{folder}: no config.json (not a transformers model folder)") from None
         except (ValueError, AttributeError) as exc:
@@ -74,14 +75,30 @@ class CLIP(Embedder):
 
         # torch and transformers load here, not at import: `import sim.workload.embedders` stays light.
         import torch
-        from transformers import CLIPTextModelWithProjection, CLIPTokenizer
+        from transformers import CLIPTextConfig, CLIPTextModelWithProjection, CLIPTokenizer
+        from transformers.utils import logging as hf_logging
 
+        verbosity = hf_logging.get_verbosity()
+        # A full CLIPModel folder also holds the vision tower: its weights are expected leftovers here,
+        # and transformers' table of them would bury the output. Missing keys are checked below.
+        hf_logging.set_verbosity_error()
         try:
+            kwargs: dict[str, Any] = {}
+            if model_type == "clip":
+                # CLIPConfig keeps projection_dim at the top level, not in text_config.
+                text_config = CLIPTextConfig.from_pretrained(folder, local_files_only=True)
+                text_config.projection_dim = int(raw_config.get("projection_dim", text_config.projection_dim))
+                kwargs["config"] = text_config
             tokenizer = CLIPTokenizer.from_pretrained(folder, local_files_only=True)
-            model, info = CLIPTextModelWithProjection.from_pretrained(
-                folder, local_files_only=True, output_loading_info=True)
-        except (OSError, ValueError, TypeError) as exc:
-            raise InputError(f"{folder}: cannot load a CLIP text model and tokenizer ({exc})") from None
+            # output_loading_info=True makes it a (model, info) pair, which the stubs do not say
+            loaded: Any = CLIPTextModelWithProjection.from_pretrained(
+                folder, local_files_only=True, output_loading_info=True, **kwargs)
+        except (OSError, ValueError, TypeError, RuntimeError) as exc:
+            raise InputError(f"{folder}: cannot load a CLIP text model and tokenizer "
+                             f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        model, info = loaded
         missing = list(info.get("missing_keys", ()))
         if missing:
             # A plain CLIPTextModel (e.g. Stable Diffusion 1.x's text_encoder) has no text_projection:
@@ -100,7 +117,8 @@ class CLIP(Embedder):
                              f"<|endoftext|> id {self._eos_id}")
         pad_id = tokenizer.pad_token_id
         self._pad_id = self._eos_id if pad_id is None else int(pad_id)
-        self.window_tokens = int(config.max_position_embeddings)
+        self._window = int(config.max_position_embeddings)
+        self.window_tokens = self._window
         self.dim = int(config.projection_dim)
         self.num_truncated = 0
         self._torch = torch
@@ -115,7 +133,7 @@ class CLIP(Embedder):
         return ids
 
     def count_truncated(self, prompts: list[str]) -> int:
-        return sum(len(ids) > self.window_tokens for ids in self._token_ids(prompts))
+        return sum(len(ids) > self._window for ids in self._token_ids(prompts))
 
     def embed(self, prompts: list[str]) -> np.ndarray:
         out = np.empty((len(prompts), self.dim), dtype=np.float32)
@@ -123,9 +141,9 @@ class CLIP(Embedder):
             return out
         ids = self._token_ids(prompts)
         for i, row in enumerate(ids):
-            if len(row) > self.window_tokens:
+            if len(row) > self._window:
                 # CLIP's own rule (clip.tokenize(truncate=True)): keep the first tokens, end with EOT.
-                ids[i] = [*row[: self.window_tokens - 1], self._eos_id]
+                ids[i] = [*row[: self._window - 1], self._eos_id]
                 self.num_truncated += 1
         # Length-sorted batches pad little; causal attention makes each vector independent of padding.
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
