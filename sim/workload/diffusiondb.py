@@ -9,10 +9,10 @@ any integer width, float64, large_string / dictionary-encoded strings, any times
 string sampler (the Hugging Face loader maps the code to its name).
 
 Passes: (1) read only the key columns, drop and count bad rows, hash each image's job key
-(prompt, user_name, step, cfg, sampler, width, height) and keep 24 bytes per image; group jobs
+(prompt, user_name, step, cfg, sampler, width, height) and keep 20 bytes per image; group jobs
 by (minute, key) with a numpy lexsort; (2) re-read, keep the first image of each job (file
 order) and spill it to a time-bucket file; (3) sort each bucket by arrival and append it to the
-output. Memory is O(rows × 24 bytes) plus one bucket, never the prompt text of the whole table.
+output. Memory is O(rows × ~24 bytes) plus one bucket, never the prompt text of the whole table.
 
 Arrival: arrival_s = (minute - first kept minute) × 60 + jitter, jitter = 60 × top 53 bits of
 SHA-1(image_name) / 2^53, in [0, 60): deterministic, independent of file order and of any RNG.
@@ -108,20 +108,24 @@ def _ints(arr: pa.Array) -> np.ndarray:
 
 
 def _job_hash(b: pa.RecordBatch) -> np.ndarray:
-    """64-bit hash of each image's job key. Deterministic (pandas' fixed SipHash key); collisions
-    only matter within one minute, where a few hundred keys make them ~1e-15 likely."""
+    """64-bit hash of each image's job key: pandas' SipHash (fixed key, so deterministic) per column,
+    mixed by multiply-xor. Collisions only matter within one minute (a few hundred keys): ~1e-15."""
     import pandas as pd  # only here: `python -m sim --help` should not pay for pandas
 
-    sampler = b.column("sampler")
-    frame = pd.DataFrame({
-        "prompt": _strings(b.column("prompt")).to_numpy(zero_copy_only=False),
-        "user": _strings(b.column("user_name")).to_numpy(zero_copy_only=False),
-        "step": _ints(b.column("step")), "width": _ints(b.column("width")), "height": _ints(b.column("height")),
-        "cfg": b.column("cfg").cast(pa.float64()).fill_null(-1.0).to_numpy(),
-        "sampler": (_strings(sampler).to_numpy(zero_copy_only=False) if _is_string(sampler.type)
-                    else _ints(sampler)),
-    })
-    return pd.util.hash_pandas_object(frame, index=False, categorize=False).to_numpy()
+    def column(name: str) -> np.ndarray:
+        arr = b.column(name)
+        if _is_string(arr.type):  # object arrays straight from Arrow: no pandas string-dtype round trip
+            values = _strings(arr).to_numpy(zero_copy_only=False)
+        elif pa.types.is_floating(arr.type):
+            values = arr.cast(pa.float64()).fill_null(-1.0).to_numpy()
+        else:
+            values = _ints(arr)
+        return pd.util.hash_array(values, categorize=False)
+
+    h = column("prompt")
+    for name in ("user_name", *PARAMS):
+        h = (h * np.uint64(0x100000001B3)) ^ column(name)  # uint64 arithmetic wraps, as intended
+    return h
 
 
 def _parse_time(text: str | None, flag: str) -> int | None:
@@ -130,7 +134,8 @@ def _parse_time(text: str | None, flag: str) -> int | None:
     try:
         t = datetime.fromisoformat(text)
     except ValueError:
-        raise InputError(f"{flag}: {text!r} is not an ISO date or datetime (e.g. 2022-08-10 or 2022-08-10T12:00)") from None
+        raise InputError(f"{flag}: {text!r} is not an ISO date or datetime "
+                         "(e.g. 2022-08-10 or 2022-08-10T12:00)") from None
     return int((t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp())
 
 
@@ -144,7 +149,13 @@ def _scan(pf: pq.ParquetFile, start: int | None, end: int | None, batch_rows: in
     from tqdm import tqdm
 
     counts = dict(rows_read=0, null_timestamp=0, empty_prompt=0, null_image_name=0, outside_date_range=0)
-    rows, minutes, hashes = [], [], []
+    total = pf.metadata.num_rows
+    # Preallocated (untouched pages cost no memory) so that no concatenation doubles the peak:
+    # 20 bytes per kept image, the importer's only O(rows) state besides pass 2's 4-byte sizes.
+    rows = np.empty(total, np.uint32 if total < 2**32 else np.int64)
+    minutes = np.empty(total, np.int64)
+    hashes = np.empty(total, np.uint64)
+    kept = 0
     bar = tqdm(total=pf.metadata.num_rows, unit="row", unit_scale=True, desc="scan", disable=not progress)
     for b in pf.iter_batches(batch_size=batch_rows, columns=SCAN_COLUMNS):
         n = b.num_rows
@@ -165,15 +176,15 @@ def _scan(pf: pq.ParquetFile, start: int | None, end: int | None, batch_rows: in
         counts["null_image_name"] += int(no_name.sum())
         counts["outside_date_range"] += int((ok & ~in_range).sum())
         idx = np.flatnonzero(in_range)
-        rows.append(idx + counts["rows_read"])
-        minutes.append(secs[idx] // 60)
-        hashes.append(_job_hash(b.take(pa.array(idx))))
+        end_kept = kept + len(idx)
+        rows[kept:end_kept] = idx + counts["rows_read"]
+        minutes[kept:end_kept] = secs[idx] // 60
+        hashes[kept:end_kept] = _job_hash(b)[idx]  # hashing the dropped rows too is cheaper than a take
+        kept = end_kept
         counts["rows_read"] += n
         bar.update(n)
     bar.close()
-    if not rows:  # a file with no rows at all
-        return counts, np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.uint64)
-    return counts, np.concatenate(rows), np.concatenate(minutes), np.concatenate(hashes)
+    return counts, rows[:kept], minutes[:kept], hashes[:kept]
 
 
 def _group(rows: np.ndarray, minutes: np.ndarray, hashes: np.ndarray, collapse: bool
@@ -240,7 +251,7 @@ def _positive_int32(arr: pa.ChunkedArray) -> tuple[pa.Array, int]:
 
 
 def _write_bucket(table: pa.Table, origin_min: int, remaining: int, writer: pq.ParquetWriter,
-                  caveats: dict[str, int]) -> tuple[np.ndarray, np.ndarray, int, int]:
+                  caveats: dict[str, int], model_defaults: bool = False) -> tuple[np.ndarray, np.ndarray, int, int]:
     """Pass 3 for one bucket: sort by arrival, cut at the limit, map columns, append. Returns
     (arrival_s, 64-bit id hash, images merged, jobs with > 1 image) of the written rows."""
     names = table.column("image_name").to_pylist()
@@ -262,6 +273,9 @@ def _write_bucket(table: pa.Table, origin_min: int, remaining: int, writer: pq.P
         ints[dst], bad = _positive_int32(table.column(src))
         caveats["invalid_size_or_steps_to_null"] += bad
     caveats["timestamp_not_on_minute"] += int(pc.sum(table.column("off_minute")).as_py() or 0)
+    if model_defaults:  # counted above all the same: the report describes the source rows
+        ints = {k: pa.nulls(len(order), pa.int32()) for k in ints}
+        sampler = pa.nulls(len(order), pa.string())
     out = pa.Table.from_arrays([
         table.column("image_name"), pa.array(arrival, pa.float64()), table.column("prompt"),
         pc.if_else(unknown, pa.scalar(None, pa.string()), user), ints["width"], ints["height"], ints["steps"],
@@ -281,24 +295,26 @@ def _duplicate_name(path: Path, dup: set[int]) -> str:
 
 
 def import_diffusiondb(src: Path, out: Path, *, start: str | None = None, end: str | None = None,
-                       limit: int | None = None, collapse: bool = True, batch_rows: int = 65_536,
-                       bucket_rows: int = 500_000, progress: bool = False) -> dict[str, Any]:
-    """Write the canonical trace ``out`` (atomically) and ``out``'s ``.import.json`` report; return the report."""
+                       limit: int | None = None, collapse: bool = True, model_defaults: bool = False,
+                       batch_rows: int = 65_536, bucket_rows: int = 250_000, progress: bool = False
+                       ) -> dict[str, Any]:
+    """Write the canonical trace ``out`` (atomically) and ``out``'s ``.import.json`` report; return the report.
+    ``model_defaults`` writes width, height, steps and sampler as null (the experiment's model applies)."""
     t0, t1 = _parse_time(start, "--start"), _parse_time(end, "--end")
     if limit is not None and limit < 1:
         raise InputError(f"--limit: expected a positive number of requests, got {limit}")
     pf = open_metadata(src)
     counts, rows, minutes, hashes = _scan(pf, t0, t1, batch_rows, progress)
+    if len(rows) == 0:
+        raise InputError(f"{src}: no rows left to import ({json.dumps(counts)})")
     first_rows, job_min, sizes = _group(rows, minutes, hashes, collapse)
     del rows, minutes, hashes
-    if len(first_rows) == 0:
-        raise InputError(f"{src}: no rows left to import ({json.dumps(counts)})")
     uniq_minutes, per_minute = np.unique(job_min, return_counts=True)
     before = np.cumsum(per_minute) - per_minute  # requests in earlier minutes
     keep_min = before < (limit if limit is not None else len(first_rows))
     uniq_minutes, before = uniq_minutes[keep_min], before[keep_min]
     bucket_of = before // bucket_rows  # whole minutes per bucket, ~bucket_rows requests each
-    job_size = np.zeros(counts["rows_read"], np.int64)
+    job_size = np.zeros(counts["rows_read"], np.uint32)  # 4 bytes per row read: the only O(rows) array of pass 2
     selected = job_min <= uniq_minutes[-1]
     job_size[first_rows[selected]] = sizes[selected]
     origin_min = int(uniq_minutes[0])
@@ -308,32 +324,39 @@ def import_diffusiondb(src: Path, out: Path, *, start: str | None = None, end: s
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp_out = out.with_name(out.name + ".partial")
     written, merged, multi = 0, 0, 0
-    ids, first_arrival, last_arrival = [], 0.0, 0.0
+    ids: list[np.ndarray] = []
+    first_arrival, last_arrival = 0.0, 0.0
     remaining = limit if limit is not None else len(first_rows)
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".import-diffusiondb-") as tmp:
-        _spill(pf, job_size, uniq_minutes, bucket_of, Path(tmp), batch_rows)
-        del job_size
-        with pq.ParquetWriter(tmp_out, TRACE_SCHEMA) as writer:
-            for k in np.unique(bucket_of):
-                with pa.OSFile(str(Path(tmp) / f"bucket-{k:06d}.arrow")) as fh:
-                    table = pa.ipc.open_file(fh).read_all()
-                arrival, id64, m, j = _write_bucket(table, origin_min, remaining, writer, caveats)
-                written, merged, multi, remaining = written + len(arrival), merged + m, multi + j, remaining - len(arrival)
-                first_arrival = float(arrival[0]) if not ids else first_arrival
-                ids.append(id64)
-                last_arrival = float(arrival[-1])
-                del table
-    uniq_ids, id_counts = np.unique(np.concatenate(ids), return_counts=True)
-    if len(uniq_ids) != written:
-        name = _duplicate_name(tmp_out, {int(x) for x in uniq_ids[id_counts > 1]})
-        tmp_out.unlink()
-        raise InputError(f"{src}: column 'image_name': {name!r} appears in more than one job; "
-                         "request ids must be unique")
+    try:  # never leave a half-written trace behind, whatever stops the import
+        with tempfile.TemporaryDirectory(dir=out.parent, prefix=".import-diffusiondb-") as tmp:
+            _spill(pf, job_size, uniq_minutes, bucket_of, Path(tmp), batch_rows)
+            del job_size
+            with pq.ParquetWriter(tmp_out, TRACE_SCHEMA) as writer:
+                for k in np.unique(bucket_of):
+                    with pa.OSFile(str(Path(tmp) / f"bucket-{k:06d}.arrow")) as fh:
+                        table = pa.ipc.open_file(fh).read_all()
+                    arrival, id64, m, j = _write_bucket(table, origin_min, remaining, writer, caveats,
+                                                        model_defaults)
+                    written, merged, multi = written + len(arrival), merged + m, multi + j
+                    remaining -= len(arrival)
+                    first_arrival = float(arrival[0]) if not ids else first_arrival
+                    ids.append(id64)
+                    last_arrival = float(arrival[-1])
+                    del table
+        uniq_ids, id_counts = np.unique(np.concatenate(ids), return_counts=True)
+        if len(uniq_ids) != written:
+            name = _duplicate_name(tmp_out, {int(x) for x in uniq_ids[id_counts > 1]})
+            raise InputError(f"{src}: column 'image_name': {name!r} appears in more than one job; "
+                             "request ids must be unique")
+    except BaseException:
+        tmp_out.unlink(missing_ok=True)
+        raise
     os.replace(tmp_out, out)
 
     report = {
         "source": str(src), "output": str(out),
-        "filters": {"start": start, "end": end, "limit": limit, "collapse_jobs": collapse},
+        "filters": {"start": start, "end": end, "limit": limit, "collapse_jobs": collapse,
+                    "model_defaults": model_defaults},
         "rows_read": counts["rows_read"],
         "dropped": {k: counts[k] for k in ("null_timestamp", "empty_prompt", "null_image_name")},
         "outside_date_range": counts["outside_date_range"],
@@ -369,13 +392,17 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     cmd.add_argument("--limit", type=int, help="write only the first N requests by arrival")
     cmd.add_argument("--no-collapse", action="store_true",
                      help="one request per image (default: one per job = same prompt, user, minute, parameters)")
+    cmd.add_argument("--model-defaults", action="store_true",
+                     help="write width/height/steps/sampler as null so the experiment's model applies "
+                          "(DiffusionDB is SD 1.x at 512-768 px; the shipped latency profile is SDXL 1024x1024)")
     cmd.set_defaults(func=_cmd)
 
 
 def _cmd(args: argparse.Namespace) -> int:
     out = Path(args.out)
     r = import_diffusiondb(Path(args.metadata), out, start=args.start, end=args.end, limit=args.limit,
-                           collapse=not args.no_collapse, progress=sys.stderr.isatty())
+                           collapse=not args.no_collapse, model_defaults=args.model_defaults,
+                           progress=sys.stderr.isatty())
     print(f"rows read {r['rows_read']:,}; requests written {r['requests']:,} "
           f"({r['images_collapsed']:,} images merged into {r['jobs_collapsed']:,} multi-image jobs)")
     print("dropped: " + ", ".join(f"{k} {v:,}" for k, v in r["dropped"].items())

@@ -143,7 +143,7 @@ def trace_stats(path: Path, out_dir: Path | None = None, *, session_gap_s: float
         "requests_per_day": per_day.tolist(),
         "requests_per_hour_of_day": np.bincount(hour, minlength=24).tolist(),
         "days": calendar,
-        "users": int(len(num_sessions)),
+        "users": len(num_sessions),
         "unknown_user_requests": int((user_id < 0).sum()),
         "sessions": {
             "gap_s": session_gap_s,
