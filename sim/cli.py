@@ -13,7 +13,7 @@ from sim.errors import SimError
 # (torch, diffusers) inside their command functions only, so `--help` stays fast.
 TRACE_COMMANDS = ("sim.workload.tiny", "sim.workload.embed", "sim.workload.simmap",
                   "sim.workload.diffusiondb", "sim.workload.stats")
-PROFILE_COMMANDS = ("sim.profiling.host",)
+PROFILE_COMMANDS = ("sim.profiling.host", "sim.profiling.latency", "sim.profiling.quality")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

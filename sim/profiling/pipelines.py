@@ -174,19 +174,23 @@ def build_random(name: str, device: torch.device, dtype: torch.dtype) -> Any:
     import transformers
 
     arch = ARCHITECTURES[name]
-    with torch.device(device):
+    # Seeded without touching the caller's generators: the same random pipeline every time (reproducible tests).
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.device(device):
+        torch.manual_seed(0)
         unet = diffusers.UNet2DConditionModel.from_config(arch.unet)
         vae = diffusers.AutoencoderKL.from_config(arch.vae)
         encoders = [getattr(transformers, cls)(transformers.CLIPTextConfig(**cfg)) for cls, cfg in arch.text_encoders]
     cls_name, sched_cfg = arch.scheduler
     scheduler = getattr(diffusers, cls_name).from_config(sched_cfg)
-    parts: dict[str, Any] = {"unet": unet.to(dtype), "vae": vae.to(dtype), "scheduler": scheduler}
+    if dtype != torch.float32:
+        unet, vae, encoders = unet.to(dtype), vae.to(dtype), [e.to(dtype) for e in encoders]
+    parts: dict[str, Any] = {"unet": unet, "vae": vae, "scheduler": scheduler}
     if len(encoders) == 2:
         return diffusers.StableDiffusionXLPipeline(
-            text_encoder=encoders[0].to(dtype), text_encoder_2=encoders[1].to(dtype), tokenizer=stand_in_tokenizer(),
+            text_encoder=encoders[0], text_encoder_2=encoders[1], tokenizer=stand_in_tokenizer(),
             tokenizer_2=stand_in_tokenizer(), force_zeros_for_empty_prompt=True, add_watermarker=False, **parts)
     return diffusers.StableDiffusionPipeline(
-        text_encoder=encoders[0].to(dtype), tokenizer=stand_in_tokenizer(), safety_checker=None,
+        text_encoder=encoders[0], tokenizer=stand_in_tokenizer(), safety_checker=None,
         feature_extractor=None, requires_safety_checker=False, **parts)
 
 
@@ -199,7 +203,21 @@ def _load_folder(folder: Path, dtype: torch.dtype) -> Any:
     index = json.loads(index_file.read_text())
     # The safety checker is not part of the denoising service time NIRVANA models: skip loading it.
     extra = {"safety_checker": None, "requires_safety_checker": False} if "safety_checker" in index else {}
-    return diffusers.DiffusionPipeline.from_pretrained(folder, torch_dtype=dtype, local_files_only=True, **extra)
+    try:
+        pipe = diffusers.DiffusionPipeline.from_pretrained(folder, dtype=dtype, local_files_only=True, **extra)
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"--model {folder}: cannot load the pipeline ({exc})") from None
+    if getattr(pipe, "unet", None) is None or getattr(pipe, "text_encoder", None) is None:
+        raise InputError(f"--model {folder}: a {type(pipe).__name__}; the profiler runs UNet text-to-image "
+                         "pipelines (Stable Diffusion 1.x/2.x, SDXL)")
+    return pipe
+
+
+def check_model(model: str) -> None:
+    """A known architecture name or an existing folder; checked before torch is imported."""
+    if model not in ARCHITECTURES and not Path(model).is_dir():
+        raise InputError(f"--model: {model!r} is neither a known architecture ({', '.join(ARCHITECTURES)}) "
+                         "nor a model folder")
 
 
 @dataclass
@@ -216,12 +234,12 @@ class Loaded:
 
 def load(model: str, device: torch.device, dtype: torch.dtype) -> Loaded:
     """Build the named architecture (random weights) or load a model folder (real weights) onto ``device``."""
+    check_model(model)
+    import diffusers  # noqa: F401  (imported before the clock starts: load_s excludes import time)
     import torch
+    import transformers  # noqa: F401
 
     folder = Path(model)
-    if model not in ARCHITECTURES and not folder.is_dir():
-        raise InputError(f"--model: {model!r} is neither a known architecture ({', '.join(ARCHITECTURES)}) "
-                         "nor a model folder")
     t0 = time.perf_counter()
     if model in ARCHITECTURES:
         pipe, name, weights = build_random(model, device, dtype), model, "random"
@@ -271,7 +289,7 @@ def encode(pipe: Any, ids: list[torch.Tensor], empty_ids: list[torch.Tensor] | N
     guidance = empty_ids is not None
     if not is_xl(pipe):
         embeds = pipe.text_encoder(ids[0])[0]
-        if guidance:
+        if empty_ids is not None:
             embeds = torch.cat([pipe.text_encoder(empty_ids[0])[0], embeds])
         return Conditioning(embeds, None, guidance)
     hidden, pooled = [], None
@@ -282,7 +300,7 @@ def encode(pipe: Any, ids: list[torch.Tensor], empty_ids: list[torch.Tensor] | N
     embeds = torch.cat(hidden, dim=-1)
     assert pooled is not None
     time_ids = torch.tensor([[height, width, 0, 0, height, width]], dtype=embeds.dtype, device=embeds.device)
-    if guidance:
+    if empty_ids is not None:
         if pipe.config.force_zeros_for_empty_prompt:
             neg, neg_pooled = torch.zeros_like(embeds), torch.zeros_like(pooled)
         else:
@@ -326,14 +344,14 @@ def initial_latents(pipe: Any, scheduler: Any, batch: int, height: int, width: i
 
 
 def denoise(pipe: Any, scheduler: Any, latents: torch.Tensor, cond: Conditioning, *, start: int = 0,
-            guidance_scale: float = 7.5, capture: Collection[int] = (),
+            stop: int | None = None, guidance_scale: float = 7.5, capture: Collection[int] = (),
             on_step: Callable[[int], None] | None = None) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-    """Run timesteps[start:]; ``capture`` keeps the latent as it stands before step K (the cached noise at K)."""
+    """Run timesteps[start:stop]; ``capture`` keeps the latent as it stands before step K (the cached noise at K)."""
     import torch
 
     captured = {}
     timesteps = scheduler.timesteps
-    for i in range(start, len(timesteps)):
+    for i in range(start, len(timesteps) if stop is None else min(stop, len(timesteps))):
         if i in capture:
             captured[i] = latents.clone()
         t = timesteps[i]
@@ -360,13 +378,17 @@ def decode(pipe: Any, latents: torch.Tensor) -> torch.Tensor:
 
 def save_tiny_clip_scorer(folder: Path) -> Path:
     """Write a tiny random CLIPModel + processor (32 px images): the scorer the CPU tests use in place of CLIP."""
+    import torch
     from transformers import CLIPConfig, CLIPModel, CLIPProcessor
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
     tiny = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 4}
     config = CLIPConfig(text_config={**_TINY_TEXT, **tiny}, projection_dim=16,
                         vision_config={**tiny, "image_size": 32, "patch_size": 8})
-    CLIPModel(config).save_pretrained(folder)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = CLIPModel(config)
+    model.save_pretrained(folder)
     images = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     CLIPProcessor(image_processor=images, tokenizer=stand_in_tokenizer()).save_pretrained(folder)
     return folder

@@ -382,8 +382,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     cmd = subparsers.add_parser(
         "import-diffusiondb", help="convert DiffusionDB metadata(-large).parquet to a trace",
         description="Convert DiffusionDB's metadata.parquet (2M) or metadata-large.parquet (14M) to a canonical "
-                    "trace: sorted by time, jittered inside each minute, one request per multi-image job. "
-                    "Embeddings are a separate step: `python -m sim trace embed OUT`.",
+                    "trace: sorted by time, jittered inside each minute, one request per multi-image job, "
+                    "then embed its prompts (--embedder none skips that: `python -m sim trace embed OUT` later).",
     )
     cmd.add_argument("metadata", help="DiffusionDB metadata.parquet or metadata-large.parquet")
     cmd.add_argument("--out", required=True, help="trace parquet to write (report beside it: NAME.import.json)")
@@ -395,6 +395,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     cmd.add_argument("--model-defaults", action="store_true",
                      help="write width/height/steps/sampler as null so the experiment's model applies "
                           "(DiffusionDB is SD 1.x at 512-768 px; the shipped latency profile is SDXL 1024x1024)")
+    cmd.add_argument("--embedder", default="minilm",
+                     help="embed the trace's prompts right away with this embedder (default minilm; none = skip)")
     cmd.set_defaults(func=_cmd)
 
 
@@ -410,5 +412,10 @@ def _cmd(args: argparse.Namespace) -> int:
     print("kept with caveats: " + ", ".join(f"{k} {v:,}" for k, v in r["caveats"].items()))
     print(f"time span {r['first_utc']} .. {r['last_utc']} ({r['span_s'] / 3600:.1f} h)")
     print(f"wrote {out} and {out.with_name(out.name.removesuffix('.parquet') + '.import.json')}")
-    print(f"next: python -m sim trace embed {out}  (embeddings are a separate step)")
+    if args.embedder == "none":
+        print(f"next: python -m sim trace embed {out}")
+        return 0
+    from sim.workload.embed import embed_trace
+
+    print(f"wrote {embed_trace(out, args.embedder)}; next: python -m sim run EXPERIMENT.yaml --set trace.path={out}")
     return 0
