@@ -55,8 +55,10 @@ def fit_quantile_map(
     # Knots are stored with 5 decimals: round before merging so the stored map stays strictly increasing.
     x = np.round(np.quantile(raw_top1, q), 5)
     y = np.round(np.quantile(clip_top1, q), 5)
-    # np.interp needs increasing x: merge knots that tie (ties come from exact repeats at cosine 1).
-    keep = np.concatenate([[True], np.diff(x) > 1e-9])
+    # np.interp needs increasing x: merge knots that tie, keeping the last (highest) y of each run.
+    # Ties come mostly from exact repeats (raw cosine 1.0), whose CLIP cosine is 1.0 too: keeping the
+    # first knot of that run would cap the map below CLIP's K=20/25 thresholds.
+    keep = np.concatenate([np.diff(x) > 1e-9, [True]])
     x, y = x[keep], y[keep]
     return np.maximum.accumulate(x), np.maximum.accumulate(y)
 
@@ -95,11 +97,20 @@ def find_map(embedder_tag: str, folder: str = MAP_DIR) -> SimilarityMap | None:
     return None
 
 
-def top1_over(queries: np.ndarray, pool: np.ndarray, chunk: int = 2048) -> np.ndarray:
-    """Exact top-1 cosine of each query row over the pool rows (chunked to bound memory)."""
+def top1_over(
+    queries: np.ndarray, pool: np.ndarray, exclude: np.ndarray | None = None, chunk: int = 2048
+) -> np.ndarray:
+    """Exact top-1 cosine of each query row over the pool rows (chunked to bound memory).
+
+    ``exclude[i]`` is a pool row query i may not match (-1: none).
+    """
     out = np.empty(len(queries), dtype=np.float64)
     for i in range(0, len(queries), chunk):
-        out[i : i + chunk] = (queries[i : i + chunk] @ pool.T).max(axis=1)
+        sims = queries[i : i + chunk] @ pool.T
+        if exclude is not None:
+            rows = np.flatnonzero(exclude[i : i + chunk] >= 0)
+            sims[rows, exclude[i : i + chunk][rows]] = -np.inf
+        out[i : i + chunk] = sims.max(axis=1)
     return out
 
 
@@ -120,13 +131,17 @@ def calibrate(calibration: Path, embedder_name: str, out: Path, command: str) ->
     cached = sorted({r[2] for r in rows if r[2].strip()})
     qv, tag = embed_prompts(queries, embedder_name)
     cv, _ = embed_prompts(cached, embedder_name)
-    raw_top1 = top1_over(qv, cv)
+    index_of = {p: j for j, p in enumerate(cached)}
+    # The proxy cache holds prompts that came later in the log too. A query may match its own exact
+    # text only where the log says it did (its matched prompt is that text); otherwise the proxy
+    # would hand it a cosine-1 duplicate its real cache did not hold.
+    exclude = np.array([index_of.get(q, -1) if r[2] != q else -1 for q, r in zip(queries, rows, strict=True)])
+    raw_top1 = top1_over(qv, cv, exclude)
     x, y = fit_quantile_map(raw_top1, clip)
     smap = SimilarityMap(tuple(x), tuple(y), tag, str(out))
 
     # How well the mapped embedder reproduces CLIP's K decisions on the log's matched pairs.
     pair_idx = [i for i, r in enumerate(rows) if r[2].strip()]
-    index_of = {p: j for j, p in enumerate(cached)}
     pair_raw = np.array([float(qv[i] @ cv[index_of[rows[i][2]]]) for i in pair_idx])
     pair_mapped = smap.apply_array(pair_raw)
     pair_clip = clip[pair_idx]
@@ -161,7 +176,8 @@ def calibrate(calibration: Path, embedder_name: str, out: Path, command: str) ->
             "data": "../shared/data/clip_pairs_calibration.csv (skejriwal44/argus, "
             "pipeline/cache_logs/log_prompts_sample.csv; 9,873 of 20,000 rows)",
             "method": "quantile map of each query's top-1 cosine over the log's distinct cached prompts "
-            "onto the log's CLIP top-1 scores; 101 quantile knots, ties merged, clamped outside",
+            "(its own exact text excluded unless the log matched it to that text) onto the log's CLIP "
+            "top-1 scores; 101 quantile knots, tied knots merged to their highest, clamped outside",
         },
         "fit": stats,
         "x": [round(float(v), 5) for v in x],
