@@ -12,7 +12,7 @@ from sim.errors import SimError
 # Modules that each add subcommands with `add_cli(subparsers)`; they import heavy libraries
 # (torch, diffusers) inside their command functions only, so `--help` stays fast.
 TRACE_COMMANDS = ("sim.workload.tiny", "sim.workload.embed", "sim.workload.simmap",
-                  "sim.workload.diffusiondb", "sim.workload.stats")
+                  "sim.workload.diffusiondb", "sim.workload.stats", "sim.workload.synth")
 PROFILE_COMMANDS = ("sim.profiling.host", "sim.profiling.latency", "sim.profiling.quality")
 
 

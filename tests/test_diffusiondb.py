@@ -224,10 +224,28 @@ def test_cli_bad_input_exits_2_with_one_line(cli: Cli, tmp_path: Path) -> None:
 
 def test_cli_prints_report_and_next_step(cli: Cli, tmp_path: Path) -> None:
     meta = write(tmp_path / "metadata.parquet", [row("a.png"), row("b.png", seed=2), row("c.png", minute=None)])
-    code, out, err = cli("trace", "import-diffusiondb", str(meta), "--out", str(tmp_path / "t.parquet"))
+    code, out, err = cli("trace", "import-diffusiondb", str(meta), "--out", str(tmp_path / "t.parquet"),
+                         "--embedder", "none")
     assert code == 0, err
     assert "rows read 3; requests written 1 (1 images merged into 1 multi-image jobs)" in out
     assert "null_timestamp 1" in out and f"next: python -m sim trace embed {tmp_path / 't.parquet'}" in out
+
+
+def test_cli_embeds_by_default_so_two_commands_reach_a_simulation(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sim.workload import embed
+
+    monkeypatch.setattr(embed, "DEFAULT_CACHE", tmp_path / "cache")
+    meta = write(tmp_path / "metadata.parquet", [row("a.png"), row("b.png", minute=3)])
+    trace = tmp_path / "t.parquet"
+    code, out, err = cli("trace", "import-diffusiondb", str(meta), "--out", str(trace), "--embedder", "hash")
+    assert code == 0, err
+    assert f"next: python -m sim run EXPERIMENT.yaml --set trace.path={trace}" in out
+    exp = tmp_path / "e.yaml"
+    exp.write_text(f"name: e\ntrace: {{path: {trace}}}\n")
+    code, _, err = cli("run", str(exp), "--out", str(tmp_path / "r"), "--quiet")
+    assert code == 0, err
 
 
 def test_import_embed_simulate(tmp_path: Path) -> None:

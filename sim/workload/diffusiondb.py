@@ -415,7 +415,8 @@ def _cmd(args: argparse.Namespace) -> int:
     if args.embedder == "none":
         print(f"next: python -m sim trace embed {out}")
         return 0
-    from sim.workload.embed import embed_trace
+    from sim.workload import embed
 
-    print(f"wrote {embed_trace(out, args.embedder)}; next: python -m sim run EXPERIMENT.yaml --set trace.path={out}")
+    written = embed.embed_trace(out, args.embedder, embed.DEFAULT_CACHE)
+    print(f"wrote {written}; next: python -m sim run EXPERIMENT.yaml --set trace.path={out}")
     return 0

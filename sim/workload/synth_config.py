@@ -60,8 +60,9 @@ class ArrivalConfig:
 class SessionConfig:
     """A session is one user's burst of requests; a gap longer than ``max_gap_s`` would end it."""
 
-    #: mean requests per session before the cap: length = min(Geometric(1 / mean), max) (assumption)
-    mean_requests: float = 6.0
+    #: mean requests per session before the cap: length = min(Geometric(1 / mean), max) (assumption;
+    #: with topic_switch, the main knob of the similarity calibration: see StartConfig)
+    mean_requests: float = 3.0
     max_requests: int = 100
     #: gaps between a session's requests: exponential with this mean, truncated at max_gap_s (assumption:
     #: a Discord bot answered in well under a minute, users re-prompt right away)
@@ -70,7 +71,7 @@ class SessionConfig:
     max_gap_s: float = 1_800.0
     #: chance that a later request of a session starts a new topic (a fresh cluster) instead of
     #: refining or repeating (assumption)
-    topic_switch: float = 0.05
+    topic_switch: float = 0.2
 
     def problems(self) -> Problems:
         out = _positive(self, ("gap_mean_s", "max_gap_s"))
@@ -94,8 +95,12 @@ class UserConfig:
     activity_zipf: float = 1.0
 
     def problems(self) -> Problems:
-        out: Problems = [] if self.num_users >= 1 else [("num_users", f"an integer >= 1, got {self.num_users}")]
-        return out + ([] if self.activity_zipf >= 0 else [("activity_zipf", f"a number >= 0, got {self.activity_zipf}")])
+        out: Problems = []
+        if self.num_users < 1:
+            out.append(("num_users", f"an integer >= 1, got {self.num_users}"))
+        if not self.activity_zipf >= 0:
+            out.append(("activity_zipf", f"a number >= 0, got {self.activity_zipf}"))
+        return out
 
 
 @dataclass(frozen=True)
@@ -179,8 +184,8 @@ class StartConfig:
     the cluster is used up, a used member with ``personalise_edits`` word edits.
     """
 
-    remix: float = 0.35
-    remix_fraction: float = 0.6
+    remix: float = 0.6
+    remix_fraction: float = 1.0
     personalise_edits: int = 2
 
     def problems(self) -> Problems:

@@ -9,7 +9,7 @@ Request kinds (per request, in arrival order):
 * REPEAT_SESSION — the session's previous prompt again (a user re-rolling the seed);
 * REPEAT_CROSS — a session that opens with another request's prompt from the same cluster within
   ``repeats.window_s`` (cross-user reuse of popular prompts; if the cluster has none there, one from
-  earlier, else any request in the window).
+  earlier; if it has none at all, the session STARTs the topic instead).
 
 ``source`` points at the earlier request a non-START request copies or edits, so following it from
 a request always reaches a START: the variant tree that both realisations walk.
@@ -70,7 +70,8 @@ def draw_ranks(cdf: np.ndarray, u: np.ndarray) -> np.ndarray:
     return np.minimum(np.searchsorted(cdf, u, side="right"), len(cdf) - 1).astype(np.int64)
 
 
-def _sessions(cfg: SynthConfig, num_requests: int, rngs: dict[str, np.random.Generator]):  # type: ignore[no-untyped-def]
+def _sessions(cfg: SynthConfig, num_requests: int,
+              rngs: dict[str, np.random.Generator]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Day by day until ``num_requests`` requests arrive before a day's end: per-request
     (arrival, session, position, user) in session order, sessions numbered by start time."""
     arr, ses = cfg.arrivals, cfg.sessions
@@ -103,7 +104,8 @@ def _sessions(cfg: SynthConfig, num_requests: int, rngs: dict[str, np.random.Gen
         both = np.concatenate([pending, t])
         done += int(np.count_nonzero(both < end))
         pending = both[both >= end]
-    return tuple(np.concatenate([c[k] for c in chunks]) for k in range(4))
+    t, session, position, user = (np.concatenate([c[k] for c in chunks]) for k in range(4))
+    return t, session, position, user
 
 
 def _prev_in_session(session: np.ndarray, position: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -137,20 +139,24 @@ def build_skeleton(cfg: SynthConfig, num_requests: int, num_clusters: int,
     n = len(t)
     prev, so = _prev_in_session(session, position)
 
-    # Kinds: repeats hit the configured share in expectation, split between session starts
-    # (cross-user) and later requests (same session); the rest of the later requests refine, or
-    # switch topic.
+    # Kinds, in three steps so that repeats hit the configured share in expectation:
+    # 1. a later request switches topic with probability topic_switch; a session start is offered
+    #    as a cross-user repeat with the probability that carries cross_user_fraction of the repeats;
+    # 2. topics get their clusters, and each offered cross-user repeat its source — or, when its
+    #    cluster has no earlier request, it becomes a START (the first appearance of that topic);
+    # 3. the remaining later requests repeat the session's previous prompt with the probability
+    #    that makes up the rest of the share, and refine it otherwise.
     rep = cfg.repeats
     first = position == 0
     n0 = int(first.sum())
-    q0 = min(1.0, rep.share * rep.cross_user_fraction * n / n0)
-    q1 = min(1.0, max(0.0, (rep.share * n - q0 * n0) / max(1, n - n0)))
     u = rngs["kinds"].random(n)
-    switch = cfg.sessions.topic_switch
-    kind = np.where(first, np.where(u < q0, REPEAT_CROSS, START),
-                    np.where(u < q1, REPEAT_SESSION, np.where(u < q1 + (1 - q1) * switch, START, REFINE)))
-    kind = kind.astype(np.int8)
-    kind[0] = START
+    q0 = min(1.0, rep.share * rep.cross_user_fraction * n / n0)
+    switch = ~first & (rngs["kinds"].random(n) < cfg.sessions.topic_switch)
+    offered = first & (u < q0)
+    offered[0] = False
+    kind = np.full(n, REFINE, dtype=np.int8)
+    kind[first | switch] = START
+    kind[offered] = REPEAT_CROSS
 
     # Topics: a START or REPEAT_CROSS opens a segment of one session; its cluster comes from the
     # ranking of the day it opens on.
@@ -165,14 +171,21 @@ def build_skeleton(cfg: SynthConfig, num_requests: int, num_clusters: int,
     seg_cluster = ranking[(t[seg_first] // SECONDS_PER_DAY).astype(np.int64), rank]
     cluster = seg_cluster[seg]
 
+    source = np.full(n, -1, dtype=np.int64)
+    cross = np.flatnonzero(offered)
+    found = _cross_sources(t, cluster, cross, rep.window_s, rngs["kinds"].random(len(cross)))
+    kind[cross[found < 0]] = START
+    source[cross] = found
+
+    rest = np.flatnonzero(kind == REFINE)
+    q1 = min(1.0, max(0.0, (rep.share * n - int((found >= 0).sum())) / max(1, len(rest))))
+    kind[rest[u[rest] < q1]] = REPEAT_SESSION
+    source[rest] = prev[rest]
+
     is_refine_so = (kind[so] == REFINE).astype(np.int64)
     cum = np.cumsum(is_refine_so)
     topic_step = np.zeros(n, dtype=np.int64)
     topic_step[so] = (cum - (cum - is_refine_so)[np.flatnonzero(boundary_so)][seg_so]) * is_refine_so
-
-    source = np.where(kind == START, -1, prev)
-    cross = np.flatnonzero(kind == REPEAT_CROSS)
-    source[cross] = _cross_sources(t, cluster, cross, rep.window_s, rngs["kinds"].random(len(cross)))
 
     edits = np.zeros(n, dtype=np.int64)
     refine = np.flatnonzero(kind == REFINE)
@@ -184,8 +197,8 @@ def build_skeleton(cfg: SynthConfig, num_requests: int, num_clusters: int,
 
 def _cross_sources(t: np.ndarray, cluster: np.ndarray, cross: np.ndarray, window_s: float,
                    u: np.ndarray) -> np.ndarray:
-    """For each request in ``cross`` an earlier request: same cluster within the window, else same
-    cluster any time before, else any request within the window, else any earlier request."""
+    """For each request in ``cross`` an earlier request of the same cluster — uniformly among those
+    within the window, else among all earlier ones — or -1 when the cluster has none yet."""
     n = len(t)
     key = np.sort(cluster * n + np.arange(n))
     by_cluster = key % n
@@ -194,11 +207,9 @@ def _cross_sources(t: np.ndarray, cluster: np.ndarray, cross: np.ndarray, window
     hi = np.searchsorted(key, c * n + cross)
     lo_w = np.searchsorted(key, c * n + window_lo)
     lo_all = np.searchsorted(key, c * n)
-    pick_w = by_cluster[np.minimum(lo_w + (u * (hi - lo_w)).astype(np.int64), n - 1)]
-    pick_all = by_cluster[np.minimum(lo_all + (u * (hi - lo_all)).astype(np.int64), n - 1)]
-    any_lo = np.where(cross > window_lo, window_lo, 0)
-    pick_any = any_lo + (u * (cross - any_lo)).astype(np.int64)
-    return np.where(hi > lo_w, pick_w, np.where(hi > lo_all, pick_all, pick_any))
+    lo = np.where(hi > lo_w, lo_w, lo_all)
+    pick = by_cluster[np.minimum(lo + (u * (hi - lo)).astype(np.int64), n - 1)]
+    return np.where(hi > lo, pick, -1)
 
 
 def resolve_variants(sk: Skeleton) -> tuple[np.ndarray, np.ndarray]:
