@@ -153,3 +153,6 @@ def test_cli_on_tiny_trace_writes_files(cli: Cli, tmp_path: Path) -> None:
     s = json.loads((out / "stats.json").read_text())
     assert (s["requests"], s["unique_prompts"], s["exact_repeat_share"]) == (4000, 3000, 0.25)
     assert s["similarity"]["queries"] == 4000 and sum(s["similarity"]["counts"]) == 4000 - 1
+    # minilm vectors have a shipped map: the histogram is on NIRVANA's CLIP scale, the raw shares kept too
+    assert s["similarity"]["scale"] == "CLIP text cosine via minilm-to-clip.yaml"
+    assert s["similarity"]["share_above"]["0.65"] > s["similarity"]["share_above_raw"]["0.65"]

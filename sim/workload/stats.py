@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sim.errors import InputError
+from sim.workload.simmap import find_map
 from sim.workload.trace import embeddings_path, load_trace
 
 THRESHOLDS = (0.65, 0.75, 0.85, 0.90, 0.95)  # NIRVANA's K table (DESIGN.md §1)
@@ -166,6 +167,11 @@ def trace_stats(path: Path, out_dir: Path | None = None, *, session_gap_s: float
         queries = (np.unique(np.arange(max_queries) * n // max_queries) if n > max_queries
                    else np.arange(n, dtype=np.int64))
         sims = nearest_earlier(trace.vectors, prompt_id, queries)
+        # Report on NIRVANA's (CLIP) scale where a similarity map exists for this embedder.
+        smap = find_map(trace.embedder)
+        raw_valid = sims[~np.isnan(sims)]
+        if smap is not None:
+            sims = np.where(np.isnan(sims), np.nan, smap.apply_array(sims))
         valid = sims[~np.isnan(sims)]
         repeat = np.r_[False, prompt_id[1:] <= np.maximum.accumulate(prompt_id)[:-1]][queries]
         with_repeats = np.where(repeat, 1.0, sims)
@@ -173,6 +179,9 @@ def trace_stats(path: Path, out_dir: Path | None = None, *, session_gap_s: float
         counts, _ = np.histogram(np.clip(valid, -1.0, 1.0), bins=SIMILARITY_EDGES)
         stats["similarity"] = {
             "embedder": trace.embedder,
+            "scale": f"CLIP text cosine via {Path(smap.source).name}" if smap is not None else "raw cosine",
+            "share_above_raw": ({str(t): round(float((raw_valid > t).mean()), 6) for t in THRESHOLDS}
+                                if len(raw_valid) else {}),
             "queries": len(queries), "sampled": bool(n > max_queries),
             "no_earlier_prompt": int(np.isnan(sims).sum()),
             "bin_edges": [round(float(e), 2) for e in SIMILARITY_EDGES], "counts": counts.tolist(),
@@ -227,7 +236,7 @@ def _plot(stats: dict[str, Any], out_dir: Path, sims: np.ndarray | None) -> None
         ax.stairs(sim["counts"], SIMILARITY_EDGES, fill=True)
         for t in THRESHOLDS:
             ax.axvline(t, color="grey", lw=0.6, ls="--")
-        ax.set(xlabel=f"cosine to nearest earlier other prompt ({sim['embedder'][:40]})", ylabel="requests")
+        ax.set(xlabel=f"similarity to nearest earlier other prompt ({sim['scale'][:50]})", ylabel="requests")
         save(fig, "similarity_nearest_earlier.png")
 
 
@@ -261,7 +270,7 @@ def _cmd(args: argparse.Namespace) -> int:
     if "similarity" in s:
         sim = s["similarity"]
         above = ", ".join(f">{t}: {v:.1%}" for t, v in sim["share_above"].items())
-        print(f"nearest earlier other prompt ({sim['queries']:,} queries{', sampled' if sim['sampled'] else ''}): "
-              f"{above}")
+        print(f"nearest earlier other prompt ({sim['queries']:,} queries{', sampled' if sim['sampled'] else ''}; "
+              f"{sim['scale']}): {above}")
     print(f"wrote {out}/stats.json and plots")
     return 0
