@@ -4,9 +4,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXPERIMENT ?= experiments/default.yaml
 OUT ?= results/default
+# The default experiment's trace: 20,000 synthetic DiffusionDB-style requests (~6 h at DiffusionDB's
+# rate) from real prompts, embedded with minilm. Deterministic; built once (a few minutes on 2 cores).
+SYNTH_TRACE := traces/synth/default.parquet
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-slow test-all lint golden bench clean
+.PHONY: help run traces test test-slow test-all lint golden bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -21,8 +24,13 @@ $(VENV)/.dev: requirements-dev.txt requirements.txt $(VENV)/.runtime
 	$(PY) -m pip install -q -r requirements-dev.txt
 	touch $@
 
-run: $(VENV)/.runtime  ## run the default experiment (tables and plots in results/default)
+run: $(VENV)/.runtime $(SYNTH_TRACE)  ## run the default experiment (tables and plots in results/default)
 	$(PY) -m sim run $(EXPERIMENT) --out $(OUT) --overwrite
+
+traces: $(SYNTH_TRACE)  ## build the default experiment's synthetic trace
+
+$(SYNTH_TRACE): experiments/synth/default.yaml | $(VENV)/.runtime
+	$(PY) -m sim trace synth --requests 20000 --seed 0 --config experiments/synth/default.yaml --out $@
 
 test: $(VENV)/.dev  ## install and run the test suite (without tests marked slow)
 	$(PY) -m pytest -m "not slow" -q

@@ -72,8 +72,11 @@ def compare_runs(table: pd.DataFrame, swept: list[str], path: Path) -> None:
                 g = group.sort_values(x)
                 ax.plot(g[x], g[metric], marker="o", label=label or None)
             ax.set_xlabel(x)
-            if (table[x] > 0).all() and table[x].max() / max(table[x].min(), 1e-12) >= 100:
+            if (table[x] > 0).all() and table[x].max() / max(table[x].min(), 1e-12) >= 10:
                 ax.set_xscale("log")
+                ax.minorticks_off()
+            values = sorted(table[x].unique())
+            ax.set_xticks(values, [f"{v:g}" for v in values])
             if others:
                 ax.legend(fontsize=7)
         else:

@@ -77,7 +77,8 @@ def load_trace(path: str | Path, limit: int | None = None) -> Trace:
     try:
         table = pq.read_table(file)
     except FileNotFoundError:
-        raise InputError(f"{path}: trace file not found") from None
+        hint = " (build the default experiment's trace with `make traces`)" if "traces/synth/" in str(path) else ""
+        raise InputError(f"{path}: trace file not found{hint}") from None
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"{file}: not a readable parquet file ({exc})") from None
     for name in REQUIRED:
