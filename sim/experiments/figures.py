@@ -75,8 +75,8 @@ def compare_runs(table: pd.DataFrame, swept: list[str], path: Path) -> None:
             if (table[x] > 0).all() and table[x].max() / max(table[x].min(), 1e-12) >= 10:
                 ax.set_xscale("log")
                 ax.minorticks_off()
-            values = sorted(table[x].unique())
-            ax.set_xticks(values, [f"{v:g}" for v in values])
+            ticks = sorted(table[x].unique())
+            ax.set_xticks(ticks, [f"{v:g}" for v in ticks])
             if others:
                 ax.legend(fontsize=7)
         else:
