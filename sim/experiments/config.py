@@ -13,6 +13,7 @@ import yaml
 from sim.cache.kselect import DEFAULT_KS, DEFAULT_THRESHOLDS, check_table
 from sim.errors import ConfigError
 from sim.experiments.schema import build, set_dotted, to_data
+from sim.fileio import read_yaml_mapping
 
 Problems = list[tuple[str, str]]
 
@@ -248,16 +249,7 @@ def parse_overrides(pairs: list[str]) -> list[tuple[str, Any]]:
 def load_experiment(path: str | Path, overrides: list[tuple[str, Any]] = ()) -> Experiment:  # type: ignore[assignment]
     """Read, override and validate an experiment YAML; every error names the file and dotted key."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: experiment file not found") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+    raw = read_yaml_mapping(path, "experiment file", ConfigError)
     return experiment_from_data(raw, overrides, source=str(path))
 
 

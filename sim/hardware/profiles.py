@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from sim.errors import InputError
+from sim.fileio import read_yaml_mapping
 from sim.paths import resolve
 
 PROVENANCE_TYPES = ("measured", "published")
@@ -23,14 +23,7 @@ PROVENANCE_FIELDS = {
 
 def read_profile(path: str, kind: str) -> tuple[Path, dict[str, Any]]:
     file = resolve(path)
-    try:
-        data = yaml.safe_load(file.read_text())
-    except FileNotFoundError:
-        raise InputError(f"{path}: {kind} profile not found") from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"{file}: not valid YAML ({exc})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{file}: expected a mapping at the top level")
+    data = read_yaml_mapping(file, f"{kind} profile", InputError, shown=path)
     if data.get("kind") != kind:
         raise InputError(f"{file}: field 'kind': expected {kind!r}, got {data.get('kind')!r}")
     prov = data.get("provenance")

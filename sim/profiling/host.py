@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from sim.fileio import write_text_atomic
+
 LATENT_SIZES = (32 * 1024, 128 * 1024, 512 * 1024, 2 * 1024 * 1024)
 SEARCH_SIZES = (1_000, 10_000, 50_000, 100_000)
 
@@ -157,7 +159,7 @@ def profile_host(out_dir: Path, repeats: int = 200) -> list[Path]:
     for rel, data in (("frontend/cpu-minilm-numpy-measured.yaml", frontend), ("storage/local-measured.yaml", storage)):
         path = out_dir / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        write_text_atomic(path, yaml.safe_dump(data, sort_keys=False))
         paths.append(path)
     return paths
 

@@ -25,6 +25,7 @@ import numpy as np
 import yaml
 
 from sim.errors import InputError
+from sim.fileio import read_yaml_mapping, write_text_atomic
 from sim.paths import resolve
 
 MAP_DIR = "profiles/similarity"
@@ -65,11 +66,8 @@ def fit_quantile_map(
 
 def load_map(path: str | Path) -> SimilarityMap:
     file = resolve(path)
-    try:
-        data = yaml.safe_load(file.read_text())
-    except FileNotFoundError:
-        raise InputError(f"{path}: similarity map not found") from None
-    if not isinstance(data, dict) or data.get("kind") != "similarity_map":
+    data = read_yaml_mapping(file, "similarity map", InputError, shown=path)
+    if data.get("kind") != "similarity_map":
         raise InputError(f"{file}: field 'kind': expected 'similarity_map'")
     for key in ("embedder", "x", "y", "provenance"):
         if key not in data:
@@ -184,9 +182,7 @@ def calibrate(calibration: Path, embedder_name: str, out: Path, command: str) ->
         "y": [round(float(v), 5) for v in y],
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".partial")
-    tmp.write_text(yaml.safe_dump(doc, sort_keys=False, width=100))
-    tmp.replace(out)
+    write_text_atomic(out, yaml.safe_dump(doc, sort_keys=False, width=100))
     return stats
 
 

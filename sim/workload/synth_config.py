@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from sim.errors import ConfigError
 from sim.experiments.schema import build, to_data
+from sim.fileio import read_yaml_mapping
 
 Problems = list[tuple[str, str]]
 SECONDS_PER_DAY = 86_400.0
@@ -256,17 +255,7 @@ def load_synth_config(path: str | Path | None) -> SynthConfig:
     if path is None:
         return SynthConfig()
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: generator config not found") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    return synth_config_from_data(raw, str(path))
+    return synth_config_from_data(read_yaml_mapping(path, "generator config", ConfigError), str(path))
 
 
 def config_data(cfg: SynthConfig) -> dict[str, Any]:
