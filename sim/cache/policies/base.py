@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from typing import ClassVar, Literal
 
 # An item is (entry id, K). With eviction unit 'prompt' the whole prompt is one item, K = WHOLE_PROMPT.
@@ -92,3 +93,53 @@ class KeyedHeap:
 
     def items(self) -> list[Item]:
         return list(self._key)
+
+
+class OrderedPolicy(Policy):
+    """A policy that evicts the first item of an insertion-ordered list; subclasses decide what a hit does."""
+
+    def __init__(self, unit: Unit) -> None:
+        super().__init__(unit)
+        self._order: OrderedDict[Item, None] = OrderedDict()
+
+    def on_insert(self, item: Item, now: float) -> None:
+        self._order[item] = None
+
+    def on_remove(self, item: Item) -> None:
+        del self._order[item]
+
+    def victim(self) -> Item:
+        return next(iter(self._order))
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._order
+
+    def items(self) -> list[Item]:
+        return list(self._order)
+
+
+class ScoredPolicy(Policy):
+    """A policy that evicts the item with the smallest sort key; subclasses decide the keys."""
+
+    def __init__(self, unit: Unit) -> None:
+        super().__init__(unit)
+        self._heap = KeyedHeap()
+        self._seq = 0
+
+    def on_remove(self, item: Item) -> None:
+        self._heap.remove(item)
+
+    def victim(self) -> Item:
+        return self._heap.min()
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._heap
+
+    def items(self) -> list[Item]:
+        return self._heap.items()

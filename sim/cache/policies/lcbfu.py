@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from sim.cache.policies import POLICIES
-from sim.cache.policies.base import Item, KeyedHeap, Policy, Unit
+from sim.cache.policies.base import Item, ScoredPolicy, Unit
 
 
 @POLICIES.register("lcbfu")
-class LCBFU(Policy):
+class LCBFU(ScoredPolicy):
     """Score = K x uses of each cached noise; the lowest score is evicted first.
 
     New noises start at score 0. Ties go to the oldest admission, then the smaller K (the tie rule
@@ -19,9 +19,7 @@ class LCBFU(Policy):
 
     def __init__(self, unit: Unit) -> None:
         super().__init__(unit)
-        self._heap = KeyedHeap()
         self._uses: dict[Item, int] = {}
-        self._seq = 0
 
     def on_insert(self, item: Item, now: float) -> None:
         self._seq += 1
@@ -35,17 +33,5 @@ class LCBFU(Policy):
         self._heap.set(item, (k * uses, inserted_s, k, seq))
 
     def on_remove(self, item: Item) -> None:
-        self._heap.remove(item)
+        super().on_remove(item)
         del self._uses[item]
-
-    def victim(self) -> Item:
-        return self._heap.min()
-
-    def __len__(self) -> int:
-        return len(self._heap)
-
-    def __contains__(self, item: object) -> bool:
-        return item in self._heap
-
-    def items(self) -> list[Item]:
-        return self._heap.items()

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from sim.cache.policies import POLICIES
-from sim.cache.policies.base import Item, KeyedHeap, Policy, Unit
+from sim.cache.policies.base import Item, ScoredPolicy
 
 
 @POLICIES.register("lfu")
-class LFU(Policy):
+class LFU(ScoredPolicy):
     """Frequency counts start at 0 on admission and are forgotten on eviction (no ghost history).
 
     The tie rule (least recently used first) is libCacheSim's, so exact-key runs can be checked
@@ -15,11 +15,6 @@ class LFU(Policy):
     """
 
     name = "lfu"
-
-    def __init__(self, unit: Unit) -> None:
-        super().__init__(unit)
-        self._heap = KeyedHeap()
-        self._seq = 0
 
     def on_insert(self, item: Item, now: float) -> None:
         self._seq += 1
@@ -29,18 +24,3 @@ class LFU(Policy):
         self._seq += 1
         uses = self._heap.key(item)[0]
         self._heap.set(item, (uses + 1, self._seq))
-
-    def on_remove(self, item: Item) -> None:
-        self._heap.remove(item)
-
-    def victim(self) -> Item:
-        return self._heap.min()
-
-    def __len__(self) -> int:
-        return len(self._heap)
-
-    def __contains__(self, item: object) -> bool:
-        return item in self._heap
-
-    def items(self) -> list[Item]:
-        return self._heap.items()
