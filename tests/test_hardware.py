@@ -70,6 +70,7 @@ ROW = {"model": "m", "gpu": "g", "width": 64, "height": 64, "batch": 1, "step_s"
         ({"batch": 0}, r"entries\[0\]\.batch': expected an integer >= 1"),
         ({"step_p99_s": -1}, r"entries\[0\]\.step_p99_s': expected a non-negative number"),
         ({"gpu": "h100"}, r"no entry for model m on GPU g at 64x64; known: m/h100/64x64"),
+        ({"step_ms": 100}, r"entries\[0\]\.step_ms': unknown field \(units are part of the names"),
     ],
 )
 def test_bad_latency_profile_names_file_and_field(tmp_path: Path, change: dict[str, Any], message: str) -> None:

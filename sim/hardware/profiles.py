@@ -84,6 +84,13 @@ class LatencyTable:
         return StepLatency(*values)
 
 
+LATENCY_FIELDS = frozenset({
+    "model", "gpu", "width", "height", "batch", "step_s", "text_encoder_s", "vae_decode_s",
+    # written by `python -m sim profile latency`, informative only
+    "step_p50_s", "step_p99_s", "load_s", "steps_per_pass", "step_samples", "unet_batch", "peak_gpu_memory_bytes",
+})
+
+
 def load_latency_table(path: str, model: str, gpu: str, width: int, height: int) -> LatencyTable:
     file, data = read_profile(path, "latency")
     rows = data.get("entries")
@@ -94,6 +101,12 @@ def load_latency_table(path: str, model: str, gpu: str, width: int, height: int)
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
             raise InputError(f"{file}: field 'entries[{i}]': expected a mapping")
+        unknown = sorted(set(row) - LATENCY_FIELDS)
+        if unknown:
+            raise InputError(
+                f"{file}: field 'entries[{i}].{unknown[0]}': unknown field (units are part of the names: "
+                f"*_s seconds, *_bytes bytes); known: {', '.join(sorted(LATENCY_FIELDS))}"
+            )
         key = (row.get("model"), row.get("gpu"), row.get("width"), row.get("height"))
         known.add(f"{key[0]}/{key[1]}/{key[2]}x{key[3]}")
         if key != (model, gpu, width, height):
