@@ -47,10 +47,11 @@ class Requests:
 
 @dataclass(frozen=True)
 class Gpu:
-    """One GPU: its type and its latency table for every request shape class."""
+    """One GPU: its type, its latency table for every request shape class, and its batch limit."""
 
     kind: str
     tables: tuple[LatencyTable, ...]
+    max_batch: int = 1
 
 
 class Engine:
@@ -67,7 +68,6 @@ class Engine:
         tier: StorageTier,
         quality: QualityModel,
         write_delay: bool,
-        max_batch: int = 1,
         batch_window_s: float = 0.0,
         step_events: bool = False,
     ) -> None:
@@ -79,7 +79,6 @@ class Engine:
         self._tier = tier
         self._quality = quality
         self._write_delay = write_delay
-        self._max_batch = max_batch
         self._window_s = batch_window_s
         self._step_events = step_events
         shared: deque[int] = deque()
@@ -214,14 +213,15 @@ class Engine:
     def _take(self, g: GpuState, batch: list[int]) -> list[int]:
         """Add queued requests of the head's latency class (FCFS among them) up to the batch limit."""
         queue = g.queue
-        if not queue or len(batch) >= self._max_batch:
+        limit = self._gpus[g.index].max_batch
+        if not queue or len(batch) >= limit:
             return batch
-        if self._max_batch == 1:
+        if limit == 1:
             batch.append(queue.popleft())
         else:
             cls = self._req.latency_class[batch[0] if batch else queue[0]]
             keep: list[int] = []
-            while queue and len(batch) < self._max_batch:
+            while queue and len(batch) < limit:
                 j = queue.popleft()
                 (batch if self._req.latency_class[j] == cls else keep).append(j)
             queue.extendleft(reversed(keep))
@@ -237,7 +237,7 @@ class Engine:
                 yield wake
                 continue  # another GPU may have taken the request first: look again
             batch = self._take(g, [])
-            if len(batch) < self._max_batch and self._window_s > 0:
+            if len(batch) < self._gpus[g.index].max_batch and self._window_s > 0:
                 yield env.timeout(self._window_s)  # hold the GPU briefly so the batch can fill
                 batch = self._take(g, batch)
             yield from self._run(env, g, batch)

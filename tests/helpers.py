@@ -12,7 +12,7 @@ def uniform_gpus(latency: StepLatency, count: int, kind: str = "test", max_batch
     """``count`` identical GPUs whose one request shape has ``latency`` at every batch size up to max_batch."""
     batches = tuple(range(1, max_batch + 1))
     table = LatencyTable("test", f"test/{kind}", batches, tuple(latency for _ in batches))
-    return [Gpu(kind, (table,))] * count
+    return [Gpu(kind, (table,), max_batch)] * count
 
 
 def flat_quality() -> QualityModel:

@@ -95,10 +95,10 @@ def test_duplicate_batch_is_refused(tmp_path: Path) -> None:
 
 
 def test_static_batch_members_leave_after_their_own_steps() -> None:
-    gpu = Gpu("g", (_table({1: 1.0, 4: 2.0}, enc=0.5, vae=0.25),))
+    gpu = Gpu("g", (_table({1: 1.0, 4: 2.0}, enc=0.5, vae=0.25),), max_batch=4)
     engine = Engine(_requests([0.0, 0.0, 0.0]), store=None, gpus=[gpu], router=router(),
                     frontend=Frontend(0.0, 0.0, 0.0), tier=StorageTier(0.0, 1e9, 0.0, 1e9),
-                    quality=flat_quality(), write_delay=False, max_batch=4)
+                    quality=flat_quality(), write_delay=False)
     engine._req.num_steps[:] = [10, 4, 7]
     rec = engine.run()
     step_at_3 = 1.0 + (2.0 - 1.0) * 2 / 3  # interpolated between the measured batches 1 and 4
@@ -110,20 +110,20 @@ def test_static_batch_members_leave_after_their_own_steps() -> None:
 
 
 def test_batch_window_waits_for_a_partner() -> None:
-    gpus = [Gpu("g", (_table({1: 1.0, 2: 1.5}),))]
-    alone = _run([0.0, 0.5], gpus, max_batch=2)
+    gpus = [Gpu("g", (_table({1: 1.0, 2: 1.5}),), max_batch=2)]
+    alone = _run([0.0, 0.5], gpus)
     assert alone["batch_size"].tolist() == [1, 1]
     assert alone["finish_s"].tolist() == pytest.approx([10.0, 20.0])
-    together = _run([0.0, 0.5], gpus, max_batch=2, batch_window_s=1.0)
+    together = _run([0.0, 0.5], gpus, batch_window_s=1.0)
     assert together["batch_size"].tolist() == [2, 2]
     assert together["finish_s"].tolist() == pytest.approx([16.0, 16.0])  # 1 s window + 10 x 1.5 s
 
 
 def test_batches_only_group_one_shape() -> None:
-    gpus = [Gpu("g", (_table({1: 1.0, 2: 1.5}), _table({1: 2.0, 2: 3.0})))]
+    gpus = [Gpu("g", (_table({1: 1.0, 2: 1.5}), _table({1: 2.0, 2: 3.0})), max_batch=2)]
     engine = Engine(_requests([0.0, 0.0, 0.0]), store=None, gpus=gpus, router=router(),
                     frontend=Frontend(0.0, 0.0, 0.0), tier=StorageTier(0.0, 1e9, 0.0, 1e9),
-                    quality=flat_quality(), write_delay=False, max_batch=2)
+                    quality=flat_quality(), write_delay=False)
     engine._req.latency_class[:] = [0, 1, 0]
     rec = engine.run()
     assert rec["batch_id"].tolist() == [0, 1, 0]  # request 2 jumps the queue to join its shape's batch
@@ -200,3 +200,13 @@ def test_mixed_pools_from_config() -> None:
     assert summary["gpus"]["a10g"]["gpus"] == 2 and summary["gpus"]["a100"]["gpus"] == 1
     assert summary["gpus"]["a10g"]["requests"] + summary["gpus"]["a100"]["requests"] == 400
     assert "cost" not in summary
+
+
+def test_each_pool_batches_up_to_its_own_limit() -> None:
+    big = Gpu("big", (_table({1: 1.0, 2: 1.2, 4: 1.6}),), max_batch=4)
+    small = Gpu("small", (_table({1: 1.0}),), max_batch=1)
+    rec = _run([0.0] * 7, [big, small])
+    # t=0: big starts 4 at once, small 1; small frees at 10 (one more), big at 16 takes the last
+    assert rec["gpu"].tolist() == [0, 0, 0, 0, 1, 1, 0]
+    assert rec["batch_size"].tolist() == [4, 4, 4, 4, 1, 1, 1]
+    assert rec["start_s"].tolist() == pytest.approx([0, 0, 0, 0, 0, 10, 16])

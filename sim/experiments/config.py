@@ -121,9 +121,16 @@ class GpuPool:
     gpu: str = "a10g"
     count: int = 4
     latency_profile: str = "profiles/latency/sdxl-1024-a10g-published.yaml"
+    #: this pool's batch limit (null: hardware.max_batch), e.g. a smaller GPU that fits fewer images
+    max_batch: int | None = None
 
     def problems(self) -> Problems:
-        return [("count", f"an integer >= 1, got {self.count}")] if self.count < 1 else []
+        out: Problems = []
+        if self.count < 1:
+            out.append(("count", f"an integer >= 1, got {self.count}"))
+        if self.max_batch is not None and self.max_batch < 1:
+            out.append(("max_batch", f"an integer >= 1 or null, got {self.max_batch}"))
+        return out
 
 
 @dataclass(frozen=True)
@@ -131,7 +138,7 @@ class HardwareConfig:
     pools: tuple[GpuPool, ...] = (GpuPool(),)
     #: central (one FCFS queue) | round_robin | least_loaded | shortest_expected_wait (sim/hardware/routing/)
     routing: str = "central"
-    #: static batching: a GPU starts up to max_batch requests of one shape together
+    #: static batching: a GPU starts up to max_batch requests of one shape together (pools may override)
     max_batch: int = 1
     #: a GPU with a partial batch waits this long for more requests before starting
     batch_window_s: float = 0.0

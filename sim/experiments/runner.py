@@ -98,11 +98,12 @@ def build_gpus(cfg: RunConfig, shapes: list[tuple[int, int]]) -> list[Gpu]:
     hw = cfg.hardware
     gpus = []
     for pool in hw.pools:
+        limit = pool.max_batch or hw.max_batch
         tables = tuple(load_latency_table(pool.latency_profile, cfg.model.name, pool.gpu, w, h) for w, h in shapes)
         for table in tables:
-            table.at(hw.max_batch)
+            table.at(limit)
             table.at(1)
-        gpus += [Gpu(pool.gpu, tables)] * pool.count
+        gpus += [Gpu(pool.gpu, tables, limit)] * pool.count
     return gpus
 
 
@@ -171,7 +172,6 @@ def simulate(cfg: RunConfig, trace: Trace | None = None) -> tuple[Trace, dict[st
         tier=load_storage_tier(cfg.storage.profile, cfg.storage.latent_tier),
         quality=load_quality(cfg.quality.profile, usable_ks(cfg)),
         write_delay=cfg.cache.write_delay,
-        max_batch=hw.max_batch,
         batch_window_s=hw.batch_window_s,
         step_events=hw.step_events,
     )
