@@ -7,6 +7,7 @@ Compare cases only as ratios within one run. Usage: python benchmarks/run.py [--
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -35,9 +36,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     base = experiment_from_data({}).base
-    trace = load_trace(base.trace.path)
+    traces = [("tiny", load_trace(base.trace.path))]
+    synth = Path(__file__).resolve().parent.parent / "traces/synth/default.parquet"
+    if synth.exists():  # the default experiment's trace (make traces)
+        traces.append(("synth-20k", load_trace(synth)))
     rows = []
-    for name, overrides in CASES.items():
+    for (name, overrides), (trace_name, trace) in itertools.product(CASES.items(), traces):
         cfg = experiment_from_data(overrides).base
         times = []
         for _ in range(args.repeats):
@@ -45,7 +49,7 @@ def main() -> None:
             simulate(cfg, trace)
             times.append(time.perf_counter() - t0)
         median = statistics.median(times)
-        rows.append({"case": name, "requests": len(trace), "median_s": round(median, 4),
+        rows.append({"case": name, "trace": trace_name, "requests": len(trace), "median_s": round(median, 4),
                      "requests_per_s": round(len(trace) / median), "repeats": args.repeats})
     for row in rows:
         print(json.dumps(row))

@@ -10,11 +10,12 @@ from sim.retrieval.base import Retriever
 
 @RETRIEVERS.register("exact_cosine")
 class ExactCosine(Retriever):
-    """Vectors live in rows of a growable matrix; removal frees a slot for reuse (~µs per update)."""
+    """Vectors live in rows of a matrix that doubles when full (small at first: a per-user scope makes
+    thousands of partitions); removal frees a slot for reuse (~µs per update)."""
 
     name = "exact_cosine"
 
-    def __init__(self, dim: int, initial_slots: int = 256) -> None:
+    def __init__(self, dim: int, initial_slots: int = 16) -> None:
         super().__init__(dim)
         self._mat = np.zeros((initial_slots, dim), dtype=np.float32)
         self._ids = np.full(initial_slots, -1, dtype=np.int64)
