@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -43,9 +44,7 @@ def report_experiment(out: Path) -> None:
         runs.append((run_dir.name, values, summary))
     if not runs:
         return
-    order = {}
-    for i, combo in enumerate(_grid_order(spec)):
-        order[combo] = i
+    order = {combo: i for i, combo in enumerate(_grid_order(spec))}  # the sweep's own order, not folder names
     runs.sort(key=lambda r: order.get(tuple(str(r[1][k]) for k in swept), len(order)))
     (out / "results.md").write_text(tables.experiment_markdown(spec["base"]["name"], [(v, s) for _, v, s in runs]))
     flat = pd.DataFrame([{"run": name, **values, **_flatten(summary)} for name, values, summary in runs])
@@ -57,8 +56,6 @@ def report_experiment(out: Path) -> None:
 
 
 def _grid_order(spec: dict) -> list[tuple[str, ...]]:
-    import itertools
-
     sweep = spec.get("sweep") or {}
     return [tuple(str(v) for v in combo) for combo in itertools.product(*sweep.values())]
 
