@@ -91,6 +91,9 @@ class Engine:
         self._enqueued_s: dict[int, float] = {}
         self._work: dict[int, float] = {}
         self._num_batches = 0
+        self._batch1 = [[table.at(1) for table in gpu.tables] for gpu in self._gpus]
+        self._all_done: simpy.Event | None = None
+        self._num_open = 0
         self._num_ks = len(store.ks) if store is not None else 0
         n = len(requests)
         self.records: dict[str, np.ndarray] = {}
@@ -109,18 +112,15 @@ class Engine:
         for g in self._states:
             env.process(self._worker(env, g))
         env.process(self._arrivals(env))
-        env.run(until=self._drained(env))
-        return self.records
-
-    def _drained(self, env: simpy.Environment) -> simpy.Event:
-        """Fires when every request has been admitted or answered (GPU workers loop forever)."""
+        # GPU workers loop forever: the run ends when every request is answered (and admitted).
         self._all_done = env.event()
         self._num_open = len(self._req)
-        return self._all_done
+        env.run(until=self._all_done)
+        return self.records
 
     def _close(self) -> None:
         self._num_open -= 1
-        if self._num_open == 0:
+        if self._num_open == 0 and self._all_done is not None:
             self._all_done.succeed()
 
     def _arrivals(self, env: simpy.Environment) -> Generator[simpy.Event, None, None]:
@@ -188,7 +188,7 @@ class Engine:
         cls = int(req.latency_class[i])
 
         def expected(g: GpuState) -> float:
-            lat = self._gpus[g.index].tables[cls].at(1)
+            lat = self._batch1[g.index][cls]
             return lat.text_encoder_s + steps * lat.step_s + lat.vae_decode_s
 
         return expected
