@@ -188,12 +188,12 @@ def simulate(cfg: RunConfig, trace: Trace | None = None) -> tuple[Trace, dict[st
     return trace, records, summary
 
 
-def write_run(cfg: RunConfig, folder: Path) -> dict[str, Any]:
+def write_run(cfg: RunConfig, folder: Path, trace: Trace | None = None) -> dict[str, Any]:
     """Simulate and write requests.parquet, summary.json, config.yaml, timings.json, then report."""
     from sim.experiments.report import report_run
 
     t0 = time.perf_counter()
-    trace, records, summary = simulate(cfg)
+    trace, records, summary = simulate(cfg, trace)
     wall_s = time.perf_counter() - t0
     tmp = folder.with_name(f".{folder.name}.partial")
     if tmp.exists():
@@ -260,8 +260,12 @@ def run_experiment(
                 fut.result()
                 bar.update()
     else:
+        loaded: dict[tuple[str, int | None], Trace] = {}  # a sweep reads each trace once
         for name, cfg in todo:
-            write_run(cfg, out / name)
+            key = (cfg.trace.path, cfg.trace.limit)
+            if key not in loaded:
+                loaded = {key: load_trace(*key)}
+            write_run(cfg, out / name, loaded[key])
             bar.update()
     bar.close()
     report_experiment(out)
