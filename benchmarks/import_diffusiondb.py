@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "out"
 UNIQUE_PROMPT_RATIO = 1.8 / 14  # DiffusionDB Large: 1.8M unique prompts in 14M images
+ROW_GROUP = 1 << 20  # pyarrow's default row-group size
 IMAGES_PER_JOB = ([1, 2, 3, 4, 6, 9], [0.35, 0.10, 0.10, 0.30, 0.05, 0.10])  # mean 3.3 (assumed)
 SCHEMA = pa.schema([
     ("image_name", pa.string()), ("prompt", pa.string()), ("part_id", pa.uint16()), ("seed", pa.uint32()),
@@ -65,21 +66,32 @@ def make_fixture(path: Path, num_rows: int, seed: int = 0) -> None:
     deleted = rng.random(num_rows) < 0.003
     prompt_idx = job_prompt[job]
     empty = rng.random(num_rows) < 0.001
-    ts = pa.array(start_us + job_minute[job] * 60_000_000, pa.timestamp("us", tz="UTC"), mask=deleted)
-    user = pa.array(users).take(pa.array(job_user[job]))
-    table = pa.Table.from_arrays([
-        pa.array([f"{uuid.UUID(bytes=rng.bytes(16), version=4)}.webp" for _ in range(num_rows)]),
-        pa.array([*prompts, ""]).take(pa.array(np.where(empty, num_prompts, prompt_idx))),
-        pa.array(np.arange(num_rows) // 1000 + 1, pa.uint16()),
-        pa.array(rng.integers(0, 2**32, num_rows), pa.uint32()),
-        pa.array(job_step[job], pa.uint16()), pa.array(job_cfg[job], pa.float32()),
-        pa.array(job_sampler[job], pa.uint8()),
-        pa.array(job_width[job], pa.uint16()), pa.array(job_height[job], pa.uint16()),
-        pa.array(user.to_pylist(), pa.string(), mask=deleted),
-        ts, pa.array(rng.random(num_rows), pa.float32()), pa.array(rng.random(num_rows), pa.float32()),
-    ], schema=SCHEMA)
+    prompt_pool = pa.array([*prompts, ""])
+    prompt_rows = np.where(empty, num_prompts, prompt_idx)
+    user_pool = pa.array(users)
+    user_rows = job_user[job]
+    seeds = rng.integers(0, 2**32, num_rows)
+    nsfw = rng.random((2, num_rows))
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path)
+    # One row group per 1Mi rows, written chunk by chunk: a single 14M-row string column would pass
+    # Arrow's 2 GiB limit for one binary array.
+    with pq.ParquetWriter(path, SCHEMA) as writer:
+        for a in range(0, num_rows, ROW_GROUP):
+            b = min(a + ROW_GROUP, num_rows)
+            rows = slice(a, b)
+            writer.write_table(pa.Table.from_arrays([
+                pa.array([f"{uuid.UUID(bytes=rng.bytes(16), version=4)}.webp" for _ in range(b - a)]),
+                prompt_pool.take(pa.array(prompt_rows[rows])),
+                pa.array(np.arange(a, b) // 1000 + 1, pa.uint16()),
+                pa.array(seeds[rows], pa.uint32()),
+                pa.array(job_step[job[rows]], pa.uint16()), pa.array(job_cfg[job[rows]], pa.float32()),
+                pa.array(job_sampler[job[rows]], pa.uint8()),
+                pa.array(job_width[job[rows]], pa.uint16()), pa.array(job_height[job[rows]], pa.uint16()),
+                pa.array(user_pool.take(pa.array(user_rows[rows])).to_pylist(), pa.string(), mask=deleted[rows]),
+                pa.array(start_us + job_minute[job[rows]] * 60_000_000, pa.timestamp("us", tz="UTC"),
+                         mask=deleted[rows]),
+                pa.array(nsfw[0, rows], pa.float32()), pa.array(nsfw[1, rows], pa.float32()),
+            ], schema=SCHEMA))
 
 
 def child(src: Path | None, dst: Path | None) -> dict:
