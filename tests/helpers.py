@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sim.cache.policies import Item, Policy
 from sim.engine import Gpu
 from sim.hardware.profiles import LatencyTable, StepLatency
 from sim.hardware.routing import ROUTERS, Router
@@ -22,3 +23,13 @@ def flat_quality() -> QualityModel:
 
 def router(name: str = "central") -> Router:
     return ROUTERS.get(name)()
+
+
+def drain(policy: Policy) -> list[Item]:
+    """Evict everything, returning the victims in order."""
+    order: list[Item] = []
+    while len(policy):
+        item = policy.victim()
+        policy.on_remove(item)
+        order.append(item)
+    return order

@@ -11,6 +11,7 @@ from sim.cache.kselect import DEFAULT_KS, KTable
 from sim.cache.policies import POLICIES, WHOLE_PROMPT, Item, Policy, Unit
 from sim.cache.store import AccessResult, AdmitResult, CacheStore
 from sim.retrieval.exact_cosine import ExactCosine
+from tests.helpers import drain
 
 SMALL_BYTES = 32 * 1024  # SD-1.5 512² latent
 LARGE_BYTES = 128 * 1024  # SDXL 1024² latent
@@ -19,15 +20,6 @@ LARGE_BYTES = 128 * 1024  # SDXL 1024² latent
 def make_policy(name: str, unit: Unit) -> Policy:
     return POLICIES.get(name)(unit)
 
-
-def drain(policy: Policy) -> list[Item]:
-    """Evict everything, returning the victims in order."""
-    order: list[Item] = []
-    while len(policy):
-        item = policy.victim()
-        policy.on_remove(item)
-        order.append(item)
-    return order
 
 
 def insert_all(policy: Policy, items: list[Item], start_s: float = 0.0) -> None:

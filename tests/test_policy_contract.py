@@ -13,6 +13,7 @@ from sim.cache.kselect import DEFAULT_KS
 from sim.cache.policies import POLICIES, WHOLE_PROMPT, Item, Policy, Unit
 from sim.errors import RegistryError
 from sim.registry import Registry
+from tests.helpers import drain
 
 ALL_UNITS: tuple[Unit, ...] = typing.get_args(Unit)
 
@@ -59,14 +60,6 @@ def populated(name: str, unit: Unit) -> tuple[Policy, set[Item]]:
     policy = POLICIES.get(name)(unit)
     return policy, apply_ops(policy, items, ops)
 
-
-def drain(policy: Policy) -> list[Item]:
-    order: list[Item] = []
-    while len(policy):
-        item = policy.victim()
-        policy.on_remove(item)
-        order.append(item)
-    return order
 
 
 # -- registry -------------------------------------------------------------------------------------
