@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sim.errors import InputError
+from sim.fileio import write_text_atomic
 from sim.workload.trace import TRACE_SCHEMA
 
 EXPECTED = {  # column -> the type DiffusionDB documents (used in error messages)
@@ -372,9 +373,7 @@ def import_diffusiondb(src: Path, out: Path, *, start: str | None = None, end: s
         "arrival": "arrival_s = (minute - origin minute) * 60 + 60 * (top 53 bits of SHA-1(image_name)) / 2**53",
     }
     report_path = out.with_name(out.name.removesuffix(".parquet") + ".import.json")
-    tmp_report = report_path.with_name(report_path.name + ".partial")
-    tmp_report.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp_report, report_path)
+    write_text_atomic(report_path, json.dumps(report, indent=2) + "\n")
     return report
 
 
