@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sim.errors import InputError
-from sim.hardware.profiles import profile_number, read_profile
+from sim.profile_io import profile_number, read_profile
 
 
 @dataclass(frozen=True)

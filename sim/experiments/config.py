@@ -12,8 +12,8 @@ import yaml
 
 from sim.cache.kselect import DEFAULT_KS, DEFAULT_THRESHOLDS, check_table
 from sim.errors import ConfigError
-from sim.experiments.schema import build, set_dotted, to_data
 from sim.fileio import read_yaml_mapping
+from sim.schema import build, set_dotted, to_data
 
 Problems = list[tuple[str, str]]
 

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import time
-import zlib
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,6 @@ from sim.cache.store import CacheStore
 from sim.engine import RECORD_COLUMNS, Engine, Gpu, Requests
 from sim.errors import ConfigError, InputError
 from sim.experiments.config import Experiment, RunConfig, dump_run_config
-from sim.experiments.schema import to_data
 from sim.hardware.profiles import (
     load_cost,
     load_frontend,
@@ -33,15 +31,12 @@ from sim.hardware.routing import ROUTERS
 from sim.metrics import RunCost, summarize
 from sim.quality import load_quality
 from sim.retrieval import RETRIEVERS
+from sim.rng import rng_stream
+from sim.schema import to_data
 from sim.workload.simmap import SimilarityMap, find_map, load_map
 from sim.workload.trace import Trace, load_trace
 
 EXPERIMENT_FILE = "experiment.yaml"  # marks a folder as a results folder of this tool
-
-
-def rng_stream(seed: int, name: str) -> np.random.Generator:
-    """An independent, named random stream: adding a stream never shifts another's draws."""
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(zlib.crc32(name.encode()),)))
 
 
 def build_requests(cfg: RunConfig, trace: Trace) -> tuple[Requests, list[tuple[int, int]]]:

@@ -43,7 +43,7 @@ def _fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
     return max(float(intercept), 0.0), max(float(slope), 1e-15)
 
 
-def _hardware() -> str:
+def hardware_description() -> str:
     model = "unknown CPU"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -60,7 +60,7 @@ def _provenance(command: str, packages: list[str], method: str) -> dict[str, obj
         "type": "measured",
         "command": command,
         "date": dt.date.today().isoformat(),
-        "hardware": _hardware(),
+        "hardware": hardware_description(),
         "versions": {"python": sys.version.split()[0], **{p: version(p) for p in packages}},
         "method": method,
     }

@@ -86,12 +86,12 @@ def measured_provenance(command: str, loaded: Any, method: str, **extra: Any) ->
     """The `measured` provenance block shared by the latency and quality profilers."""
     import torch
 
-    from sim.profiling.host import _hardware
+    from sim.profiling.host import hardware_description
 
     pipe = loaded.pipe
     cuda = loaded.device.type == "cuda"
     gpu = torch.cuda.get_device_name(loaded.device) if cuda else "cpu"
-    hardware = _hardware()
+    hardware = hardware_description()
     if cuda:
         props = torch.cuda.get_device_properties(loaded.device)
         hardware = f"{gpu}, {props.total_memory / 2**30:.0f} GiB, {props.multi_processor_count} SMs; host: {hardware}"

@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sim.errors import ConfigError
+from sim.rng import rng_stream
 from sim.workload.embed import DEFAULT_CACHE, embed_trace
 from sim.workload.synth_config import SECONDS_PER_DAY, SynthConfig, VectorConfig, config_data, load_synth_config
 from sim.workload.synth_skeleton import (
@@ -72,8 +73,6 @@ class SynthResult:
 
 
 def _streams(seed: int) -> dict[str, np.random.Generator]:
-    from sim.experiments.runner import rng_stream
-
     return {name: rng_stream(seed, f"synth.{name}") for name in STREAMS}
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from sim.errors import ConfigError
-from sim.experiments.schema import build, to_data
 from sim.fileio import read_yaml_mapping
+from sim.schema import build, to_data
 
 Problems = list[tuple[str, str]]
 SECONDS_PER_DAY = 86_400.0
