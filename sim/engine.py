@@ -145,7 +145,7 @@ class Engine:
                 yield env.timeout(embed_s)
             retrieval_s = self._frontend.search_s(store.partition_size(partition))
             # The lookup sees the cache as it is when the search starts.
-            result = store.access(partition, vector, key, env.now)
+            result = store.access(partition, vector, key, env.now, i)
             if retrieval_s > 0:
                 yield env.timeout(retrieval_s)
             k_used = result.k_used

@@ -76,10 +76,12 @@ class CacheStore:
         self._scale = similarity_scale
 
     # -- lookups ---------------------------------------------------------------------------------
-    def access(self, partition: Hashable, vector: np.ndarray, text_key: int, now: float) -> AccessResult:
+    def access(
+        self, partition: Hashable, vector: np.ndarray, text_key: int, now: float, request: int = -1
+    ) -> AccessResult:
         """Find the nearest cached prompt, choose K, resolve holes, and count a hit on the noise used."""
         index = self._index.get(partition)
-        found = index.nearest(vector, text_key) if index is not None else None
+        found = index.nearest(vector, text_key, request) if index is not None else None
         if found is None:
             return AccessResult(-1, float("nan"), float("nan"), MISS, MISS, False)
         entry_id, raw = found

@@ -28,8 +28,11 @@ class Retriever(ABC):
     def remove(self, entry_id: int) -> None: ...
 
     @abstractmethod
-    def nearest(self, vector: np.ndarray, text_key: int) -> tuple[int, float] | None:
-        """(entry id, cosine similarity) of the best cached prompt, or None when empty."""
+    def nearest(self, vector: np.ndarray, text_key: int, request: int = -1) -> tuple[int, float] | None:
+        """(entry id, cosine similarity) of the best cached prompt, or None when empty.
+
+        ``request`` is the index of the request asking (-1: not a trace request); retrievers that
+        precompute per-request candidates use it, exact ones ignore it."""
 
     @abstractmethod
     def __len__(self) -> int: ...

@@ -49,7 +49,7 @@ class ExactCosine(Retriever):
         self._mat[slot] = 0.0
         self._free.append(slot)
 
-    def nearest(self, vector: np.ndarray, text_key: int) -> tuple[int, float] | None:
+    def nearest(self, vector: np.ndarray, text_key: int, request: int = -1) -> tuple[int, float] | None:
         if not self._slot_of:
             return None
         top = self._top

@@ -32,7 +32,7 @@ class ExactKey(Retriever):
         if not same:
             del self._by_key[key]
 
-    def nearest(self, vector: np.ndarray, text_key: int) -> tuple[int, float] | None:
+    def nearest(self, vector: np.ndarray, text_key: int, request: int = -1) -> tuple[int, float] | None:
         same = self._by_key.get(text_key)
         return None if same is None else (same[0], 1.0)
 
