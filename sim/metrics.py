@@ -1,4 +1,4 @@
-"""Per-request records -> run summary (plain data, JSON-ready, deterministic)."""
+"""Per-request records -> run summary (plain data, JSON-ready, deterministic); quality derived after the run."""
 
 from __future__ import annotations
 
@@ -6,6 +6,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from sim.quality import QualityModel
+from sim.scenario.records import OUTCOMES, Records
+
+
+def derive_quality(rec: Records, model: QualityModel) -> None:
+    """Fill the ``quality`` column from each request's (outcome, K used, similarity)."""
+    out = rec["quality"]
+    for i, (o, k, s) in enumerate(zip(rec["outcome"].tolist(), rec["k_used"].tolist(), rec["similarity"].tolist(),
+                                      strict=True)):
+        out[i] = model.estimate_outcome(OUTCOMES[o], k, s)
 
 PERCENTILES = (50, 95, 99)
 
@@ -115,7 +126,7 @@ def summarize(
         "latency_s": _dist(rec["latency_s"]),
         "queue_wait_s": _dist(rec["queue_wait_s"]),
         "service_s": _dist(rec["service_s"]),
-        "retrieval_s": _dist(rec["embed_s"] + rec["retrieval_s"] + rec["fetch_s"]),
+        "retrieval_s": _dist(rec["embed_s"] + rec["search_s"] + rec["fetch_s"]),
         "makespan_s": _r(makespan),
         "throughput_rps": _r(n / makespan) if makespan > 0 else None,
         "gpu_seconds": _r(busy),

@@ -11,11 +11,12 @@ import bisect
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sim.errors import InputError
 from sim.profile_io import profile_number, read_profile
+from sim.scenario.records import OUTCOMES
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,17 @@ class QualityModel:
     #: bin edges (ascending) and {(k, bin index): relative quality} for the measured cells
     bins: tuple[float, ...] = ()
     by_k_bin: dict[tuple[int, int], float] = field(default_factory=dict)
+    #: relative quality of whole outcomes that reuse no latent (e.g. image_hit, small_model), by outcome name
+    by_outcome: dict[str, float] = field(default_factory=dict)
+
+    def with_outcomes(self, other: QualityModel) -> QualityModel:
+        """This model, with ``other``'s per-outcome figures added (a serving mode's own profile)."""
+        return replace(self, source=f"{self.source} + {other.source}", by_outcome={**self.by_outcome,
+                                                                                 **other.by_outcome})
+
+    def estimate_outcome(self, outcome: str, k: int, similarity: float) -> float:
+        value = self.by_outcome.get(outcome)
+        return value if value is not None else self.estimate(k, similarity)
 
     def estimate(self, k: int, similarity: float) -> float:
         if k and self.by_k_bin and not math.isnan(similarity):
@@ -37,8 +49,19 @@ class QualityModel:
 
 
 def load_quality(path: str, ks: Sequence[int]) -> QualityModel:
-    """The model for the K values a hit can use (``ks``); every one needs a per-K figure."""
+    """The model for the K values a hit can use (``ks``); every one needs a per-K figure.
+
+    ``by_outcome`` (optional): relative quality of outcomes that reuse no latent, by outcome name
+    (sim/scenario/records.py OUTCOMES), e.g. ``image_hit`` for final-image retrieval."""
     file, data = read_profile(path, "quality")
+    by_outcome: dict[str, float] = {}
+    raw_outcomes = data.get("by_outcome") or {}
+    if not isinstance(raw_outcomes, dict):
+        raise InputError(f"{file}: field 'by_outcome': expected a mapping of outcome -> relative quality")
+    for name, value in raw_outcomes.items():
+        if name not in OUTCOMES:
+            raise InputError(f"{file}: field 'by_outcome.{name}': unknown outcome; known: {', '.join(OUTCOMES)}")
+        by_outcome[str(name)] = profile_number(file, f"by_outcome.{name}", value)
     by_k_raw = data.get("by_k")
     if not isinstance(by_k_raw, dict):
         raise InputError(f"{file}: field 'by_k': expected a mapping of K -> relative quality")
@@ -50,7 +73,7 @@ def load_quality(path: str, ks: Sequence[int]) -> QualityModel:
     metric = str(data.get("metric", "relative_quality"))
     rows = data.get("by_k_bin")
     if rows is None:
-        return QualityModel(str(file), metric, by_k)
+        return QualityModel(str(file), metric, by_k, by_outcome=by_outcome)
     bins = data.get("bins")
     numeric = isinstance(bins, list) and all(
         isinstance(b, int | float) and not isinstance(b, bool) and math.isfinite(b) for b in bins
@@ -64,7 +87,7 @@ def load_quality(path: str, ks: Sequence[int]) -> QualityModel:
         cell = _cell(file, i, row, edges, primary)
         if cell is not None:
             cells[cell[0]] = cell[1]
-    return QualityModel(str(file), metric, by_k, edges, cells)
+    return QualityModel(str(file), metric, by_k, edges, cells, by_outcome)
 
 
 def _cell(file: Any, i: int, row: Any, edges: tuple[float, ...], primary: str) -> tuple[tuple[int, int], float] | None:

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from sim.cache.policies import Item, Policy
-from sim.engine import Gpu
-from sim.hardware.profiles import LatencyTable, StepLatency
+from sim.executors.engine import Engine
+from sim.hardware.profiles import Frontend, LatencyTable, StepLatency, StorageTier
 from sim.hardware.routing import ROUTERS, Router
 from sim.quality import QualityModel
+from sim.scenario import Gpu, Requests, Scenario
+from sim.scenario.modes.base import ServingMode
+from sim.scenario.modes.vanilla import Vanilla
+
+#: a front end and a storage tier that cost nothing (for tests about the GPU queue)
+FREE_FRONTEND = Frontend(0.0, 0.0, 0.0)
+FREE_TIER = StorageTier(0.0, 1e9, 0.0, 1e9)
 
 
 def uniform_gpus(latency: StepLatency, count: int, kind: str = "test", max_batch: int = 1) -> list[Gpu]:
@@ -33,3 +40,15 @@ def drain(policy: Policy) -> list[Item]:
         policy.on_remove(item)
         order.append(item)
     return order
+
+
+def scenario(requests: Requests, gpus: list[Gpu], *, routing: str = "central", mode: ServingMode | None = None,
+             frontend: Frontend = FREE_FRONTEND, tier: StorageTier = FREE_TIER, write_delay: bool = False,
+             batch_window_s: float = 0.0) -> Scenario:
+    """A Scenario from parts; vanilla serving unless a mode is given."""
+    return Scenario(requests, mode if mode is not None else Vanilla(requests), tuple(gpus), router(routing),
+                    frontend, tier, write_delay, batch_window_s)
+
+
+def run_engine(sc: Scenario) -> dict:
+    return Engine(sc).run()

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from sim.engine import RECORD_COLUMNS
+from sim.scenario.records import RECORD_COLUMNS
 
 Cli = Callable[..., tuple[int, str, str]]
 SMALL = ["--set", "trace.limit=400", "--quiet"]

@@ -52,7 +52,10 @@ KNOBS: list[tuple[Any, ...]] = [
     ("cache.retrieval", "exact_key"),
     ("cache.similarity_map", "none"),
     ("cache.scope", "user"),
-    ("cache.enabled", False),
+    ("serving.mode", "vanilla"),
+    ("serving.mode", "final_image"),
+    ("serving.mode", "small_model"),
+    ("run.executor", "sequential"),
     ("model.num_steps", 30),
     ("model.width", 512),
     ("hardware.pools", [{"gpu": "a10g", "count": 2}]),
@@ -78,7 +81,7 @@ def base_summary() -> dict[str, Any]:
     return _summary([])
 
 
-@pytest.mark.parametrize("knob", KNOBS, ids=[k[0] for k in KNOBS])
+@pytest.mark.parametrize("knob", KNOBS, ids=[f"{k[0]}={k[1]}" for k in KNOBS])
 def test_knob_changes_result(knob: tuple[Any, ...], base_summary: dict[str, Any]) -> None:
     key, value, context = (*knob, [])[:3]
     if key == "model.width":
@@ -105,22 +108,20 @@ def test_write_delay_defers_admission() -> None:
     The shipped tiers write a latent in ~1 ms, far below inter-arrival gaps, so this partner uses an
     engine-level tier (a test value, not a profile) of 2 hours per write.
     """
-    from sim.engine import Engine
-    from sim.experiments.runner import build_gpus, build_requests, make_store
-    from sim.hardware.profiles import Frontend, StorageTier
+    from sim.experiments.build import build_gpus, build_requests, make_store
+    from sim.hardware.profiles import StorageTier
+    from sim.scenario.modes.nirvana import Nirvana
     from sim.workload.trace import load_trace
-    from tests.helpers import flat_quality, router
+    from tests.helpers import run_engine, scenario
 
     cfg = experiment_from_data(BASE).base
     trace = load_trace(cfg.trace.path, cfg.trace.limit)
-    requests, shapes = build_requests(cfg, trace)
+    requests, classes = build_requests(cfg, trace)
     slow = StorageTier(read_latency_s=0.0, read_bytes_per_s=1e9, write_latency_s=7200.0, write_bytes_per_s=1e9)
 
     def hits(write_delay: bool) -> int:
-        store = make_store(cfg, trace.vectors.shape[1])
-        engine = Engine(requests, store=store, gpus=build_gpus(cfg, shapes), router=router(),
-                        frontend=Frontend(0.0, 0.0, 0.0), tier=slow,
-                        quality=flat_quality(), write_delay=write_delay)
-        return int((engine.run()["k_used"] > 0).sum())
+        mode = Nirvana(requests, make_store(cfg, trace.vectors.shape[1]))
+        sc = scenario(requests, build_gpus(cfg, classes), mode=mode, tier=slow, write_delay=write_delay)
+        return int((run_engine(sc)["k_used"] > 0).sum())
 
     assert hits(True) < hits(False)

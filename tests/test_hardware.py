@@ -1,4 +1,4 @@
-"""Hardware model: latency tables (batch interpolation), batching, routing, per-step events, cost."""
+"""Hardware model: latency tables (batch interpolation), batching, routing, cost."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import yaml
 
-from sim.engine import Engine, Gpu, Requests
 from sim.errors import InputError
 from sim.experiments.config import experiment_from_data
 from sim.experiments.runner import simulate
-from sim.hardware.profiles import Frontend, LatencyTable, StepLatency, StorageTier, load_cost, load_latency_table
+from sim.hardware.profiles import LatencyTable, StepLatency, load_cost, load_latency_table
 from sim.hardware.routing import ROUTERS
 from sim.metrics import summarize
-from tests.helpers import flat_quality, router
+from sim.scenario import Gpu, Requests
+from tests.helpers import run_engine, scenario
 
 PUBLISHED = {"type": "published", "source": "test", "says": "test"}
 
@@ -36,10 +36,7 @@ def _requests(arrivals: list[float], steps: int = 10) -> Requests:
 
 
 def _run(arrivals: list[float], gpus: list[Gpu], routing: str = "central", **kw: Any) -> dict[str, np.ndarray]:
-    engine = Engine(_requests(arrivals, kw.pop("steps", 10)), store=None, gpus=gpus, router=router(routing),
-                    frontend=Frontend(0.0, 0.0, 0.0), tier=StorageTier(0.0, 1e9, 0.0, 1e9),
-                    quality=flat_quality(), write_delay=False, **kw)
-    return engine.run()
+    return run_engine(scenario(_requests(arrivals, kw.pop("steps", 10)), gpus, routing=routing, **kw))
 
 
 def test_latency_table_interpolates_and_refuses_extrapolation() -> None:
@@ -96,11 +93,9 @@ def test_duplicate_batch_is_refused(tmp_path: Path) -> None:
 
 def test_static_batch_members_leave_after_their_own_steps() -> None:
     gpu = Gpu("g", (_table({1: 1.0, 4: 2.0}, enc=0.5, vae=0.25),), max_batch=4)
-    engine = Engine(_requests([0.0, 0.0, 0.0]), store=None, gpus=[gpu], router=router(),
-                    frontend=Frontend(0.0, 0.0, 0.0), tier=StorageTier(0.0, 1e9, 0.0, 1e9),
-                    quality=flat_quality(), write_delay=False)
-    engine._req.num_steps[:] = [10, 4, 7]
-    rec = engine.run()
+    requests = _requests([0.0, 0.0, 0.0])
+    requests.num_steps[:] = [10, 4, 7]
+    rec = run_engine(scenario(requests, [gpu]))
     step_at_3 = 1.0 + (2.0 - 1.0) * 2 / 3  # interpolated between the measured batches 1 and 4
     assert rec["batch_size"].tolist() == [3, 3, 3] and len(set(rec["batch_id"])) == 1
     assert rec["finish_s"] == pytest.approx([0.5 + s * step_at_3 + 0.25 for s in (10, 4, 7)])
@@ -121,23 +116,11 @@ def test_batch_window_waits_for_a_partner() -> None:
 
 def test_batches_only_group_one_shape() -> None:
     gpus = [Gpu("g", (_table({1: 1.0, 2: 1.5}), _table({1: 2.0, 2: 3.0})), max_batch=2)]
-    engine = Engine(_requests([0.0, 0.0, 0.0]), store=None, gpus=gpus, router=router(),
-                    frontend=Frontend(0.0, 0.0, 0.0), tier=StorageTier(0.0, 1e9, 0.0, 1e9),
-                    quality=flat_quality(), write_delay=False)
-    engine._req.latency_class[:] = [0, 1, 0]
-    rec = engine.run()
+    requests = _requests([0.0, 0.0, 0.0])
+    requests.latency_class[:] = [0, 1, 0]
+    rec = run_engine(scenario(requests, gpus))
     assert rec["batch_id"].tolist() == [0, 1, 0]  # request 2 jumps the queue to join its shape's batch
     assert rec["finish_s"].tolist() == pytest.approx([15.0, 35.0, 15.0])
-
-
-def test_step_events_give_the_same_schedule() -> None:
-    base = {"trace": {"limit": 600, "time_scale": 0.3}, "hardware": {"step_jitter_cv": 0.3}}
-    coarse = simulate(experiment_from_data(base).base)[1]
-    base["hardware"]["step_events"] = True
-    fine = simulate(experiment_from_data(base).base)[1]
-    for col in ("finish_s", "queue_wait_s", "start_s"):
-        assert np.allclose(coarse[col], fine[col], rtol=0, atol=1e-6), col
-    assert (coarse["k_used"] == fine["k_used"]).all()
 
 
 def _fast_slow() -> list[Gpu]:

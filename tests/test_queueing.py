@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from sim.engine import Engine, Requests
-from sim.hardware.profiles import Frontend, StepLatency, StorageTier
+from sim.hardware.profiles import StepLatency
 from sim.metrics import summarize
-from tests.helpers import flat_quality, router, uniform_gpus
+from sim.scenario import Requests
+from tests.helpers import run_engine, scenario, uniform_gpus
 
 SERVICE_S = 2.5  # D, deterministic service time (not 1.0, so a lost unit shows up)
 NUM_STEPS = 50  # N; step_s = D / N and 50 x 0.05 is exactly 2.5 in floating point
@@ -44,17 +44,8 @@ def make_requests(num_requests: int, arrival_rate: float, seed: int) -> Requests
 
 
 def run_vanilla(requests: Requests, num_gpus: int) -> dict[str, np.ndarray]:
-    engine = Engine(
-        requests,
-        store=None,
-        gpus=uniform_gpus(StepLatency(step_s=SERVICE_S / NUM_STEPS, text_encoder_s=0.0, vae_decode_s=0.0), num_gpus),
-        router=router("central"),
-        frontend=Frontend(0.0, 0.0, 0.0),
-        tier=StorageTier(0.0, 1e9, 0.0, 1e9),
-        quality=flat_quality(),
-        write_delay=False,
-    )
-    return engine.run()
+    latency = StepLatency(step_s=SERVICE_S / NUM_STEPS, text_encoder_s=0.0, vae_decode_s=0.0)
+    return run_engine(scenario(requests, uniform_gpus(latency, num_gpus)))
 
 
 def steady_mean_wait(rec: dict[str, np.ndarray]) -> float:

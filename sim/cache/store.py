@@ -77,9 +77,14 @@ class CacheStore:
 
     # -- lookups ---------------------------------------------------------------------------------
     def access(
-        self, partition: Hashable, vector: np.ndarray, text_key: int, now: float, request: int = -1
+        self, partition: Hashable, vector: np.ndarray, text_key: int, now: float, request: int = -1,
+        max_k: int | None = None,
     ) -> AccessResult:
-        """Find the nearest cached prompt, choose K, resolve holes, and count a hit on the noise used."""
+        """Find the nearest cached prompt, choose K, resolve holes, and count a hit on the noise used.
+
+        ``max_k`` caps the K a hit may use (a request with N steps can skip at most N - 1): a larger K
+        asked by the similarity resolves like a hole, to the largest cached K' <= max_k, and is not
+        flagged as one (the cap is the request's, not eviction's)."""
         index = self._index.get(partition)
         found = index.nearest(vector, text_key, request) if index is not None else None
         if found is None:
@@ -89,11 +94,12 @@ class CacheStore:
         k_selected = self.table.select(similarity)
         if k_selected == MISS:
             return AccessResult(entry_id, similarity, raw, MISS, MISS, False)
-        k_used = resolve_hole(k_selected, self._entries[entry_id].ks)
+        k_asked = k_selected if max_k is None else min(k_selected, max_k)
+        k_used = resolve_hole(k_asked, self._entries[entry_id].ks)
         if k_used != MISS:
             item = (entry_id, WHOLE_PROMPT) if self._by_prompt else (entry_id, k_used)
             self.policy.on_hit(item, now)
-        return AccessResult(entry_id, similarity, raw, k_selected, k_used, k_used != k_selected)
+        return AccessResult(entry_id, similarity, raw, k_selected, k_used, k_used != k_asked)
 
     # -- admission and eviction ------------------------------------------------------------------
     def admit(

@@ -69,7 +69,8 @@ class Threshold:
 
 @dataclass(frozen=True)
 class CacheConfig:
-    enabled: bool = True
+    """The cache of the serving mode: latents (nirvana, small_model with serve: misses) or images (final_image)."""
+
     policy: str = "lcbfu"
     #: what one eviction removes: a single noise, or a whole prompt with all its noises
     eviction_unit: Literal["noise", "prompt"] = "noise"
@@ -142,8 +143,6 @@ class HardwareConfig:
     max_batch: int = 1
     #: a GPU with a partial batch waits this long for more requests before starting
     batch_window_s: float = 0.0
-    #: one simulation event per denoising step (same results; lets a run be observed step by step)
-    step_events: bool = False
     #: coefficient of variation of a lognormal factor on each request's step time (0 = deterministic)
     step_jitter_cv: float = 0.0
     #: public prices per GPU-hour and GB-month; null = no cost in the summary
@@ -190,6 +189,88 @@ class QualityConfig:
 
 
 @dataclass(frozen=True)
+class FinalImageConfig:
+    """GPTCache-style final-image retrieval (`serving.mode: final_image`)."""
+
+    #: serve the nearest cached prompt's image when its similarity (on the K table's scale) is >= this.
+    #: 0.95 is our assumption (NIRVANA's own K=25 threshold: only near-identical prompts), not a published value.
+    threshold: float = 0.95
+    #: images the cache holds; null = as many prompts as the latent cache holds (capacity_noises / len(ks))
+    capacity_images: int | None = None
+    #: bytes of one stored image; null = uncompressed 8-bit RGB, width x height x 3 (our assumption)
+    image_bytes: int | None = None
+    quality_profile: str = "profiles/quality/gptcache-relative-published.yaml"
+
+    def problems(self) -> Problems:
+        out: Problems = []
+        if not -1.0 <= self.threshold <= 1.0:
+            out.append(("threshold", f"a cosine similarity in [-1, 1], got {self.threshold}"))
+        for key in ("capacity_images", "image_bytes"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                out.append((key, f"a positive integer or null, got {value}"))
+        return out
+
+
+@dataclass(frozen=True)
+class SmallModelConfig:
+    """A smaller distilled model (`serving.mode: small_model`), with its own latency and quality profiles."""
+
+    #: the small model's name in its latency profile (an entry per GPU type of the pools and resolution)
+    model: str = "ssd-1b"
+    latency_profile: str = "profiles/latency/ssd1b-1024-published.yaml"
+    #: all: every request on the small model, no cache; misses: NIRVANA's cache, misses on the small model
+    serve: Literal["all", "misses"] = "all"
+    quality_profile: str = "profiles/quality/smallmodel-relative-published.yaml"
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    #: vanilla | nirvana | final_image | small_model (sim/scenario/modes/<name>.py)
+    mode: str = "nirvana"
+    final_image: FinalImageConfig = field(default_factory=FinalImageConfig)
+    small_model: SmallModelConfig = field(default_factory=SmallModelConfig)
+
+    def problems(self) -> Problems:
+        from sim.scenario.modes import MODES
+
+        if self.mode not in MODES:
+            return [("mode", f"one of {', '.join(MODES.names())}, got {self.mode!r}")]
+        return []
+
+
+@dataclass(frozen=True)
+class ExecutionConfig:
+    #: engine: SimPy, timed (a miss admitted when generated and written) | sequential: no clock, a miss
+    #: admitted before the next lookup (cache figures only; latency columns null)
+    executor: str = "engine"
+
+    def problems(self) -> Problems:
+        from sim.executors import EXECUTORS
+
+        if self.executor not in EXECUTORS:
+            return [("executor", f"one of {', '.join(EXECUTORS.names())}, got {self.executor!r}")]
+        return []
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """Warm-up: requests excluded from summary statistics (still simulated, flagged in the records)."""
+
+    warmup_requests: int = 0
+    #: and/or every request arriving within this many seconds of the first
+    warmup_s: float = 0.0
+
+    def problems(self) -> Problems:
+        out: Problems = []
+        if self.warmup_requests < 0:
+            out.append(("warmup_requests", f"an integer >= 0, got {self.warmup_requests}"))
+        if not self.warmup_s >= 0:
+            out.append(("warmup_s", f"a number >= 0, got {self.warmup_s}"))
+        return out
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """One fully resolved simulation: what ``config.yaml`` beside every result holds."""
 
@@ -202,10 +283,16 @@ class RunConfig:
     storage: StorageConfig = field(default_factory=StorageConfig)
     frontend: FrontendConfig = field(default_factory=FrontendConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
+    run: ExecutionConfig = field(default_factory=ExecutionConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     def problems(self) -> Problems:
         if not self.name or "/" in self.name:
             return [("name", f"a non-empty name without '/', got {self.name!r}")]
+        if self.run.executor == "sequential" and (self.hardware.batch_window_s > 0 or self.hardware.step_jitter_cv > 0):
+            key = "batch_window_s" if self.hardware.batch_window_s > 0 else "step_jitter_cv"
+            return [(f"hardware.{key}", "0 with run.executor sequential (it keeps no clock: no latencies to shape)")]
         return []
 
 
@@ -228,6 +315,7 @@ class Experiment:
                 set_dotted(data, key, value)
             name = ",".join(f"{k}={_fmt(v)}" for k, v in zip(keys, values, strict=True))
             try:
+                _check_removed(data)
                 out.append((name, build(RunConfig, data)))
             except ConfigError as exc:
                 raise ConfigError(f"sweep point {name}: {exc}") from None
@@ -271,6 +359,7 @@ def experiment_from_data(
                 sweep_raw[key[len("sweep.") :]] = value
             else:
                 set_dotted(data, key, value)
+        _check_removed(data)
         base = build(RunConfig, data)
         if not isinstance(sweep_raw, dict):
             raise ConfigError("sweep: expected a mapping of dotted key -> list of values")
@@ -284,6 +373,21 @@ def experiment_from_data(
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     return experiment
+
+
+#: keys that existed once, with what replaced them (a clearer message than "unknown key")
+REMOVED_KEYS = {
+    ("cache", "enabled"): "removed; use serving.mode: vanilla for no cache (nirvana is the default)",
+    ("hardware", "step_events"): "removed: per-step times follow from the records (start_s + text encoder + "
+                                 "s x step time) and the latency profile; no per-step events are simulated",
+}
+
+
+def _check_removed(data: dict[str, Any]) -> None:
+    for (section, key), why in REMOVED_KEYS.items():
+        node = data.get(section)
+        if isinstance(node, dict) and key in node:
+            raise ConfigError(f"{section}.{key}: {why}")
 
 
 def dump_run_config(cfg: RunConfig) -> str:

@@ -10,174 +10,39 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from sim.cache.kselect import KTable
-from sim.cache.policies import POLICIES
-from sim.cache.store import CacheStore
-from sim.engine import RECORD_COLUMNS, Engine, Gpu, Requests
-from sim.errors import ConfigError, InputError
+from sim.errors import ConfigError
+from sim.executors import EXECUTORS
+from sim.experiments.build import build_scenario, run_cost, similarity_map
 from sim.experiments.config import Experiment, RunConfig, dump_run_config
-from sim.hardware.profiles import (
-    load_cost,
-    load_frontend,
-    load_latency_table,
-    load_storage_tier,
-)
-from sim.hardware.routing import ROUTERS
-from sim.metrics import RunCost, summarize
-from sim.quality import load_quality
-from sim.retrieval import RETRIEVERS
-from sim.rng import rng_stream
+from sim.metrics import derive_quality, summarize
+from sim.scenario.records import RECORD_COLUMNS, Records
 from sim.schema import to_data
-from sim.workload.simmap import SimilarityMap, find_map, load_map
 from sim.workload.trace import Trace, load_trace
 
 EXPERIMENT_FILE = "experiment.yaml"  # marks a folder as a results folder of this tool
 
 
-def build_requests(cfg: RunConfig, trace: Trace) -> tuple[Requests, list[tuple[int, int]]]:
-    """Per-request engine inputs, and the (width, height) of each latency class."""
-    m = cfg.model
-    width = np.where(trace.width > 0, trace.width, m.width)
-    height = np.where(trace.height > 0, trace.height, m.height)
-    steps = np.where(trace.steps > 0, trace.steps, m.num_steps)
-    sampler = np.array([s if s is not None else m.sampler for s in trace.sampler], dtype=object)
-    # A latent is reusable only for the same model, shape, sampler and N (DESIGN.md §4).
-    compat = list(zip(width.tolist(), height.tolist(), steps.tolist(), sampler.tolist(), strict=True))
-    if cfg.cache.scope == "user":
-        # Unknown users (null) share nothing: each such request is its own tenant.
-        keys: list[Any] = [
-            (c, u if u is not None else f"\0unknown-{i}")
-            for i, (c, u) in enumerate(zip(compat, trace.user, strict=True))
-        ]
-    else:
-        keys = compat
-    codes: dict[Any, int] = {}
-    partition = np.array([codes.setdefault(k, len(codes)) for k in keys], dtype=np.int64)
-
-    f = m.vae_scale_factor
-    noise_bytes = m.latent_channels * -(-height // f) * -(-width // f) * m.latent_dtype_bytes
-
-    classes: dict[tuple[int, int], int] = {}
-    latency_class = np.array(
-        [classes.setdefault(wh, len(classes)) for wh in zip(width.tolist(), height.tolist(), strict=True)],
-        dtype=np.int64,
-    )
-
-    cv = cfg.hardware.step_jitter_cv
-    if cv > 0:
-        sigma2 = np.log1p(cv * cv)
-        step_factor = rng_stream(cfg.seed, "step_jitter").lognormal(-sigma2 / 2, np.sqrt(sigma2), len(trace))
-    else:
-        step_factor = np.ones(len(trace))
-    requests = Requests(
-        arrival_s=trace.arrival_s * cfg.trace.time_scale,
-        vectors=trace.vectors,
-        prompt_index=trace.prompt_index,
-        partition=partition,
-        noise_bytes=noise_bytes.astype(np.int64),
-        num_steps=steps.astype(np.int64),
-        latency_class=latency_class,
-        step_factor=step_factor,
-    )
-    return requests, list(classes)
-
-
-def build_gpus(cfg: RunConfig, shapes: list[tuple[int, int]]) -> list[Gpu]:
-    """Every GPU of every pool with its latency table per request shape; checks the batch range now,
-    so a sweep fails before it starts, not halfway through."""
-    hw = cfg.hardware
-    gpus = []
-    for pool in hw.pools:
-        limit = pool.max_batch or hw.max_batch
-        tables = tuple(load_latency_table(pool.latency_profile, cfg.model.name, pool.gpu, w, h) for w, h in shapes)
-        for table in tables:
-            table.at(limit)
-            table.at(1)
-        gpus += [Gpu(pool.gpu, tables, limit)] * pool.count
-    return gpus
-
-
-def run_cost(cfg: RunConfig, capacity_bytes: int | None) -> RunCost | None:
-    """Hourly price of the GPU fleet and monthly price of the cache's storage, from the cost profile."""
-    if cfg.hardware.cost_profile is None:
-        return None
-    cost = load_cost(cfg.hardware.cost_profile)
-    gpu_usd_per_h = sum(p.count * cost.gpu(p.gpu) for p in cfg.hardware.pools)
-    tier_price = cost.storage_gb_month_usd.get(cfg.storage.latent_tier)
-    storage = None if tier_price is None or capacity_bytes is None else tier_price * capacity_bytes / 1e9
-    return RunCost(Path(cost.source).name, gpu_usd_per_h, storage)
-
-
-def usable_ks(cfg: RunConfig) -> tuple[int, ...]:
-    """The K a hit can use: cached K up to the largest K the threshold table selects (holes round down)."""
-    top = max(t.k for t in cfg.cache.thresholds)
-    return tuple(k for k in cfg.cache.ks if k <= top)
-
-
-def similarity_map(cfg: RunConfig, embedder: str) -> SimilarityMap | None:
-    """The map the run applies: by the trace's embedder tag (auto), none, or a file that must match it."""
-    choice = cfg.cache.similarity_map
-    if choice == "none":
-        return None
-    if choice == "auto":
-        return find_map(embedder)
-    smap = load_map(choice)
-    if smap.embedder != embedder:
-        raise InputError(f"{smap.source}: fitted for embedder {smap.embedder!r}, but the trace was embedded "
-                         f"with {embedder!r} (cache.similarity_map)")
-    return smap
-
-
-def make_store(cfg: RunConfig, dim: int, smap: SimilarityMap | None = None) -> CacheStore | None:
-    c = cfg.cache
-    if not c.enabled:
-        return None
-    retriever = RETRIEVERS.get(c.retrieval)
-    return CacheStore(
-        ks=c.ks,
-        table=KTable(tuple((t.above, t.k) for t in c.thresholds)),
-        policy=POLICIES.get(c.policy)(c.eviction_unit),
-        make_retriever=lambda: retriever(dim),
-        capacity_noises=c.capacity_noises,
-        capacity_bytes=c.capacity_bytes,
-        similarity_scale=smap.apply if smap is not None else None,
-    )
-
-
-def simulate(cfg: RunConfig, trace: Trace | None = None) -> tuple[Trace, dict[str, np.ndarray], dict[str, Any]]:
+def simulate(cfg: RunConfig, trace: Trace | None = None) -> tuple[Trace, Records, dict[str, Any]]:
     """Run one configuration in memory: (trace, per-request records, summary)."""
     if trace is None:
         trace = load_trace(cfg.trace.path, cfg.trace.limit)
-    requests, shapes = build_requests(cfg, trace)
-    smap = similarity_map(cfg, trace.embedder) if cfg.cache.enabled else None
-    hw = cfg.hardware
-    gpus = build_gpus(cfg, shapes)
-    store = make_store(cfg, trace.vectors.shape[1], smap)
-    engine = Engine(
-        requests,
-        store=store,
-        gpus=gpus,
-        router=ROUTERS.get(hw.routing)(),
-        frontend=load_frontend(cfg.frontend.profile),
-        tier=load_storage_tier(cfg.storage.profile, cfg.storage.latent_tier),
-        quality=load_quality(cfg.quality.profile, usable_ks(cfg)),
-        write_delay=cfg.cache.write_delay,
-        batch_window_s=hw.batch_window_s,
-        step_events=hw.step_events,
-    )
-    records = engine.run()
+    scenario, quality = build_scenario(cfg, trace)
+    records = EXECUTORS.get(cfg.run.executor)().run(scenario)
+    derive_quality(records, quality)
+    mode = scenario.mode
     capacity_bytes = None
+    store = getattr(mode, "store", None)
     if store is not None:  # the binding limit, for the storage bill
         limits = [cfg.cache.capacity_bytes, None if cfg.cache.capacity_noises is None
-                  else cfg.cache.capacity_noises * int(requests.noise_bytes.max())]
+                  else cfg.cache.capacity_noises * int(scenario.requests.noise_bytes.max())]
         capacity_bytes = min(v for v in limits if v is not None)
-    summary = summarize(records, ks=cfg.cache.ks, gpu_kinds=[g.kind for g in gpus],
+    summary = summarize(records, ks=cfg.cache.ks, gpu_kinds=scenario.gpu_kinds,
                         cost=run_cost(cfg, capacity_bytes))
+    smap = similarity_map(cfg, trace.embedder) if mode.searches else None
     scale = Path(smap.source).name if smap is not None else "none (raw cosine)"
     summary = {"name": cfg.name, "embedder": trace.embedder, "similarity_map": scale, **summary}
     return trace, records, summary

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -162,6 +162,8 @@ class Cost:
     source: str
     gpu_hour_usd: dict[str, float]
     storage_gb_month_usd: dict[str, float]
+    #: serverless billing: dollars per second a GPU is in use (optional section)
+    serverless_gpu_second_usd: dict[str, float] = field(default_factory=dict)
 
     def gpu(self, gpu: str) -> float:
         if gpu not in self.gpu_hour_usd:
@@ -174,8 +176,10 @@ def load_cost(path: str) -> Cost:
     """Every price carries its own source and date (prices change; a run says which it used)."""
     file, data = read_profile(path, "cost")
     out: dict[str, dict[str, float]] = {}
-    for section in ("gpu_hour_usd", "storage_gb_month_usd"):
+    for section in ("gpu_hour_usd", "storage_gb_month_usd", "serverless_gpu_second_usd"):
         table = data.get(section)
+        if table is None and section == "serverless_gpu_second_usd":
+            table = {}
         if not isinstance(table, dict):
             raise InputError(f"{file}: field '{section}': expected a mapping of name -> {{usd, source, date}}")
         out[section] = {}
@@ -187,4 +191,4 @@ def load_cost(path: str) -> Cost:
                 if not entry.get(key):
                     raise InputError(f"{file}: field '{where}.{key}': required (where and when the price was read)")
             out[section][str(name)] = profile_number(file, f"{where}.usd", entry.get("usd"))
-    return Cost(str(file), out["gpu_hour_usd"], out["storage_gb_month_usd"])
+    return Cost(str(file), out["gpu_hour_usd"], out["storage_gb_month_usd"], out["serverless_gpu_second_usd"])

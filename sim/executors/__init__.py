@@ -1,0 +1,14 @@
+"""How a Scenario is carried out: one executor per file (YAML name `run.executor` = registry key = file name).
+
+Every executor writes the same per-request records (sim/scenario/records.py); what differs is time:
+``engine`` moves simulated time (SimPy), ``sequential`` keeps no clock at all.
+"""
+
+from sim.executors.base import Executor
+from sim.registry import Registry
+
+EXECUTORS: Registry[type[Executor]] = Registry("executor")
+
+from sim.executors import engine, sequential  # noqa: E402,F401
+
+__all__ = ["EXECUTORS", "Executor"]

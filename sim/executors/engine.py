@@ -1,0 +1,224 @@
+"""SimPy executor: the only code that advances simulated time.
+
+Request lifecycle (DESIGN.md §4): arrival -> embed prompt -> the serving mode's lookup (nearest cached
+prompt, K) -> fetch the cached object from its storage tier -> FCFS queue for one of G GPUs -> text
+encoder + the decided denoising steps + VAE decode -> respond -> the storage write of what a miss
+produced, then its admission. What is decided lives in the mode (sim/scenario/modes/); this file only
+decides when.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Generator
+
+import numpy as np
+import simpy
+
+from sim.executors import EXECUTORS
+from sim.executors.base import Executor, record_admission, record_decision
+from sim.hardware.routing import GpuState
+from sim.scenario import Scenario
+from sim.scenario.records import Records, new_records
+from sim.scenario.service import service_s
+
+
+@EXECUTORS.register("engine")
+class EngineExecutor(Executor):
+    """Timed serving: a miss's output is admitted when its generation (and storage write) completes."""
+
+    name = "engine"
+    timed = True
+    admission = "at generation end (+ storage write)"
+
+    def run(self, scenario: Scenario) -> Records:
+        return Engine(scenario).run()
+
+
+class Engine:
+    """One SimPy model of a Scenario: a process per request, a worker process per GPU."""
+
+    def __init__(self, scenario: Scenario) -> None:
+        self._sc = scenario
+        self._req = scenario.requests
+        self._mode = scenario.mode
+        self._gpus = scenario.gpus
+        self._service = scenario.service
+        self._router = scenario.router
+        self._frontend = scenario.frontend
+        self._tier = scenario.tier
+        self._write_delay = scenario.write_delay
+        self._window_s = scenario.batch_window_s
+        shared: deque[int] = deque()
+        self._shared = shared
+        router = self._router
+        self._states = [
+            GpuState(i, gpu.kind, shared if router.shared_queue else deque()) for i, gpu in enumerate(self._gpus)
+        ]
+        self._wake: dict[int, simpy.Event] = {}  # idle GPUs, each waiting on its wake-up event
+        self._done: dict[int, simpy.Event] = {}
+        self._enqueued_s: dict[int, float] = {}
+        self._work: dict[int, float] = {}
+        self._num_batches = 0
+        self._all_done: simpy.Event | None = None
+        self._num_open = 0
+        n = len(self._req)
+        # The plan: what each request's decision asks of a GPU (executor state, not read back from records).
+        self._steps = np.zeros(n, dtype=np.int64)
+        self._cls = np.zeros(n, dtype=np.int64)
+        self.records = new_records(n)
+
+    def run(self) -> Records:
+        env = simpy.Environment()
+        for g in self._states:
+            env.process(self._worker(env, g))
+        env.process(self._arrivals(env))
+        # GPU workers loop forever: the run ends when every request is answered (and admitted).
+        self._all_done = env.event()
+        self._num_open = len(self._req)
+        env.run(until=self._all_done)
+        return self.records
+
+    def _close(self) -> None:
+        self._num_open -= 1
+        if self._num_open == 0 and self._all_done is not None:
+            self._all_done.succeed()
+
+    def _arrivals(self, env: simpy.Environment) -> Generator[simpy.Event, None, None]:
+        arrival = self._req.arrival_s
+        for i in range(len(arrival)):
+            wait = arrival[i] - env.now
+            if wait > 0:
+                yield env.timeout(wait)
+            env.process(self._request(env, i))
+
+    def _request(self, env: simpy.Environment, i: int) -> Generator[simpy.Event, object, None]:
+        rec, mode = self.records, self._mode
+        rec["arrival_s"][i] = env.now
+        embed_s = search_s = fetch_s = 0.0
+        if mode.searches:
+            embed_s = self._frontend.embed_s
+            if embed_s > 0:
+                yield env.timeout(embed_s)
+            search_s = self._frontend.search_s(mode.search_size(i))
+            # The lookup sees the cache as it is when the search starts.
+            decision = mode.decide(i, env.now)
+            if search_s > 0:
+                yield env.timeout(search_s)
+        else:
+            decision = mode.decide(i, env.now)
+        record_decision(rec, i, decision)
+        if decision.fetch_bytes:
+            fetch_s = self._tier.read_s(decision.fetch_bytes)
+            yield env.timeout(fetch_s)
+        rec["embed_s"][i] = embed_s
+        rec["search_s"][i] = search_s
+        rec["fetch_s"][i] = fetch_s
+        rec["num_steps"][i] = self._req.num_steps[i]
+
+        if decision.gpu_steps > 0:
+            self._steps[i] = decision.gpu_steps
+            self._cls[i] = decision.latency_class
+            done = env.event()
+            self._enqueue(env, i, done)
+            yield done  # the GPU worker fills start, wait, service and finish
+        else:  # served without a GPU (a cached final image)
+            rec["queue_wait_s"][i] = rec["service_s"][i] = 0.0
+            rec["finish_s"][i] = env.now
+            rec["latency_s"][i] = env.now - rec["arrival_s"][i]
+
+        if decision.admit_bytes:
+            if self._write_delay:
+                yield env.timeout(self._tier.write_s(decision.admit_bytes))
+            record_admission(rec, i, env.now, mode.admit(i, env.now))
+        self._close()
+
+    # -- GPU stage -------------------------------------------------------------------------------
+    def _expected_s(self, i: int) -> Callable[[GpuState], float]:
+        """Request i's service time at batch size 1 on a given GPU (what routers compare)."""
+        steps, cls, service = int(self._steps[i]), int(self._cls[i]), self._service
+
+        def expected(g: GpuState) -> float:
+            return service.expected_s(g.index, cls, steps)
+
+        return expected
+    def _enqueue(self, env: simpy.Environment, i: int, done: simpy.Event) -> None:
+        self._done[i] = done
+        self._enqueued_s[i] = env.now
+        expected = self._expected_s(i)
+        if self._router.shared_queue:
+            self._shared.append(i)
+            idle = [g for g in self._states if g.index in self._wake]
+            if idle:
+                self._wake.pop(self._router.choose(idle, expected, env.now).index).succeed()
+            return
+        g = self._router.choose(self._states, expected, env.now)
+        g.queue.append(i)
+        self._work[i] = w = expected(g)
+        g.queued_work_s += w
+        if g.index in self._wake:
+            self._wake.pop(g.index).succeed()
+
+    def _take(self, g: GpuState, batch: list[int]) -> list[int]:
+        """Add queued requests of the head's latency class (FCFS among them) up to the batch limit."""
+        queue = g.queue
+        limit = self._gpus[g.index].max_batch
+        if not queue or len(batch) >= limit:
+            return batch
+        if limit == 1:
+            batch.append(queue.popleft())
+        else:
+            cls = self._cls[batch[0] if batch else queue[0]]
+            keep: list[int] = []
+            while queue and len(batch) < limit:
+                j = queue.popleft()
+                (batch if self._cls[j] == cls else keep).append(j)
+            queue.extendleft(reversed(keep))
+        if not self._router.shared_queue:
+            for j in batch:
+                g.queued_work_s -= self._work.pop(j, 0.0)
+        return batch
+
+    def _worker(self, env: simpy.Environment, g: GpuState) -> Generator[simpy.Event, object, None]:
+        while True:
+            if not g.queue:
+                self._wake[g.index] = wake = env.event()
+                yield wake
+                continue  # another GPU may have taken the request first: look again
+            batch = self._take(g, [])
+            if len(batch) < self._gpus[g.index].max_batch and self._window_s > 0:
+                yield env.timeout(self._window_s)  # hold the GPU briefly so the batch can fill
+                batch = self._take(g, batch)
+            yield from self._run(env, g, batch)
+
+    def _run(self, env: simpy.Environment, g: GpuState, batch: list[int]) -> Generator[simpy.Event, object, None]:
+        """Static batching: members start together at one batch-size step time; each leaves after its
+        own steps and decode; the GPU is free when the longest member is done."""
+        req, rec = self._req, self.records
+        lat = self._service.latency(g.index, int(self._cls[batch[0]]), len(batch))
+        factor = float(max(req.step_factor[j] for j in batch))
+        durations = [service_s(lat, int(self._steps[j]), factor) for j in batch]
+        start = env.now
+        longest = max(durations)
+        g.in_service = len(batch)
+        g.busy_until = start + longest
+        batch_id = self._num_batches
+        self._num_batches += 1
+        for j, d in zip(batch, durations, strict=True):
+            rec["gpu"][j] = g.index
+            rec["batch_id"][j] = batch_id
+            rec["batch_size"][j] = len(batch)
+            rec["start_s"][j] = start
+            rec["queue_wait_s"][j] = start - self._enqueued_s.pop(j)
+            rec["service_s"][j] = d
+            self._finish_after(env, j, d)
+        yield env.timeout(longest)
+        g.in_service = 0
+
+    def _finish_after(self, env: simpy.Environment, j: int, delay_s: float) -> None:
+        def finish(_: simpy.Event) -> None:
+            self.records["finish_s"][j] = env.now
+            self.records["latency_s"][j] = env.now - self.records["arrival_s"][j]
+            self._done.pop(j).succeed()
+
+        env.timeout(delay_s).callbacks.append(finish)

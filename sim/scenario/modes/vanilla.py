@@ -1,0 +1,22 @@
+"""Vanilla serving: no cache, no embedding or search; every request runs all N steps."""
+
+from __future__ import annotations
+
+from sim.scenario.modes import MODES
+from sim.scenario.modes.base import Decision, ServingMode, uncached
+from sim.scenario.requests import Requests
+
+
+@MODES.register("vanilla")
+class Vanilla(ServingMode):
+    """The baseline every cache is measured against (NIRVANA's VANILLA row)."""
+
+    name = "vanilla"
+    caches = "nothing"
+    searches = False
+
+    def __init__(self, requests: Requests) -> None:
+        self._req = requests
+
+    def decide(self, i: int, now: float) -> Decision:
+        return uncached(int(self._req.latency_class[i]), int(self._req.num_steps[i]))

@@ -1,0 +1,24 @@
+"""Per-request inputs of a scenario, aligned by request index (arrivals non-decreasing)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Requests:
+    """What each request asks for; built once per run from the trace and the run config."""
+
+    arrival_s: np.ndarray  # float64
+    vectors: np.ndarray  # float32 [num_prompts, dim], unit norm
+    prompt_index: np.ndarray  # int64 into vectors; equal index = identical prompt text
+    partition: np.ndarray  # int64: retrieval scope (compatibility key x tenant)
+    noise_bytes: np.ndarray  # int64: size of one cached latent for this request's shape
+    num_steps: np.ndarray  # int64: N
+    latency_class: np.ndarray  # int64: (main model, shape) class, indexes each GPU's latency tables
+    step_factor: np.ndarray  # float64: multiplicative jitter on the step time (1.0 = none)
+
+    def __len__(self) -> int:
+        return len(self.arrival_s)
