@@ -7,7 +7,7 @@ import importlib
 import sys
 from pathlib import Path
 
-from sim.errors import SimError
+from sim.errors import ConfigError, SimError
 
 # Modules that each add subcommands with `add_cli(subparsers)`; they import heavy libraries
 # (torch, diffusers) inside their command functions only, so `--help` stays fast.
@@ -20,15 +20,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from sim.experiments.config import load_experiment, parse_overrides
     from sim.experiments.runner import run_experiment
 
+    if args.out is not None and not args.out.strip():
+        raise ConfigError("--out: expected a folder path, got an empty string")
     experiment = load_experiment(args.experiment, parse_overrides(args.set or []))
     out = Path(args.out) if args.out else Path("results") / experiment.base.name
     results = run_experiment(experiment, out, overwrite=args.overwrite, resume=args.resume, jobs=args.jobs,
-                             progress=not args.quiet)
+                             progress=not args.quiet, recompute_changed=args.recompute_changed)
     if not args.quiet:
         for name, s in results:
-            print(f"{name}: hit_rate={s['hit_rate']:.3f} compute_saved={s['compute_saved']:.3f} "
-                  f"latency_mean_s={s['latency_s']['mean']:.2f} p99_s={s['latency_s']['p99']:.2f} "
-                  f"saturated={s['saturated']}")
+            lat = s["latency_s"]
+            timing = (f" latency_mean_s={lat['mean']:.2f} p99_s={lat['p99']:.2f} saturated={s['saturated']}"
+                      if lat is not None else " (untimed: sequential executor)")
+            print(f"{name}: hit_rate={s['hit_rate']:.3f} compute_saved={s['compute_saved']:.3f}{timing}")
         print(f"results in {out}/ (results.md, compare.png, one folder per run)")
     return 0
 
@@ -53,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="output folder (default: results/<experiment name>)")
     run.add_argument("--overwrite", action="store_true", help="replace an existing results folder")
     run.add_argument("--resume", action="store_true", help="keep finished runs of an interrupted sweep, run the rest")
+    run.add_argument("--recompute-changed", action="store_true",
+                     help="with --resume: recompute kept runs whose trace or profiles changed (else refused)")
     run.add_argument("--jobs", type=int, default=1, help="runs in parallel (process pool; default 1)")
     run.add_argument("--quiet", action="store_true", help="print nothing on success")
     run.set_defaults(func=_cmd_run)

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from sim.scenario.records import RECORD_COLUMNS
+from sim.experiments.rundir import DOCUMENTED
+from sim.scenario.records import OUTCOMES, RECORD_COLUMNS
 
 Cli = Callable[..., tuple[int, str, str]]
 SMALL = ["--set", "trace.limit=400", "--quiet"]
@@ -28,13 +29,13 @@ def test_run_writes_documented_files(cli: Cli, tmp_path: Path) -> None:
     code, _, err = cli("run", _experiment(tmp_path), "--out", str(out), *SMALL)
     assert code == 0, err
     run = out / "run"
-    for name in ("requests.parquet", "summary.json", "config.yaml", "summary.md", "timings.json",
-                 "plots/latency_cdf.png", "plots/k_histogram.png", "plots/hit_rate_over_time.png"):
+    for name in DOCUMENTED:
         assert (run / name).is_file(), name
     for name in ("experiment.yaml", "results.md", "results.csv", "compare.png"):
         assert (out / name).is_file(), name
     requests = pd.read_parquet(run / "requests.parquet")
-    assert list(requests.columns) == ["request_id", "user", *RECORD_COLUMNS]
+    assert list(requests.columns) == ["request_id", "user", *RECORD_COLUMNS, "mode"]
+    assert set(requests["outcome"]) <= set(OUTCOMES) and set(requests["mode"]) == {"nirvana"}
     assert len(requests) == 400
     summary = json.loads((run / "summary.json").read_text())
     assert summary["requests"] == 400

@@ -159,10 +159,17 @@ def test_cost_in_summary(tmp_path: Path) -> None:
     summary = simulate(cfg)[2]
     cost = load_cost("profiles/cost/aws-on-demand-published.yaml")
     hours = summary["makespan_s"] / 3600
-    assert summary["cost"]["gpu_usd"] == pytest.approx(4 * cost.gpu("a10g") * hours, rel=1e-6)
     storage = cost.storage_gb_month_usd["local_disk"] * 1500 * 131072 / 1e9 * hours / 730
     assert summary["cost"]["storage_usd"] == pytest.approx(storage, rel=1e-6)
-    assert summary["cost"]["usd_per_1000_images"] == pytest.approx(1000 * summary["cost"]["total_usd"] / 500)
+    fleet = summary["cost"]["fleet"]  # the 4 GPUs for the run's span, busy or not
+    assert fleet["gpu_usd"] == pytest.approx(4 * cost.gpu("a10g") * hours, rel=1e-6)
+    assert fleet["usd_per_1000_images"] == pytest.approx(1000 * fleet["total_usd"] / 500)
+    used = summary["cost"]["on_demand_consumed"]  # only the GPU seconds the requests used
+    assert used["gpu_usd"] == pytest.approx(summary["gpu_seconds"] * cost.gpu("a10g") / 3600, rel=1e-6)
+    serverless = summary["cost"]["serverless_consumed"]
+    assert serverless["gpu_usd"] == pytest.approx(summary["gpu_seconds"] * 0.000306, rel=1e-6)
+    assert used["total_usd"] == pytest.approx(used["gpu_usd"] + summary["cost"]["storage_usd"], rel=1e-6)
+    assert summary["cost"]["slo_fleet"] is None  # filled by an SLO search, not by a run
     with pytest.raises(InputError, match="no price for GPU 'h100'; known: a10g"):
         cost.gpu("h100")
 

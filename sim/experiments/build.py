@@ -111,7 +111,8 @@ def run_cost(cfg: RunConfig, capacity_bytes: int | None) -> RunCost | None:
     gpu_usd_per_h = sum(p.count * cost.gpu(p.gpu) for p in cfg.hardware.pools)
     tier_price = cost.storage_gb_month_usd.get(cfg.storage.latent_tier)
     storage = None if tier_price is None or capacity_bytes is None else tier_price * capacity_bytes / 1e9
-    return RunCost(Path(cost.source).name, gpu_usd_per_h, storage)
+    return RunCost(Path(cost.source).name, gpu_usd_per_h, storage, dict(cost.gpu_hour_usd),
+                   dict(cost.serverless_gpu_second_usd))
 
 
 def usable_ks(cfg: RunConfig) -> tuple[int, ...]:

@@ -17,7 +17,12 @@ import pandas as pd
 def latency_cdf(requests: pd.DataFrame, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(5, 3.5))
     lat = np.sort(requests["latency_s"].to_numpy())
-    ax.plot(lat, np.arange(1, len(lat) + 1) / len(lat))
+    lat = lat[np.isfinite(lat)]
+    if len(lat):
+        ax.plot(lat, np.arange(1, len(lat) + 1) / len(lat))
+    else:
+        ax.text(0.5, 0.5, "no latencies: untimed run (sequential executor)", ha="center", va="center",
+                transform=ax.transAxes)
     ax.set_xlabel("end-to-end latency (s)")
     ax.set_ylabel("fraction of requests")
     ax.grid(alpha=0.3)

@@ -11,12 +11,13 @@ import yaml
 
 from sim.errors import InputError
 from sim.experiments import figures, tables
+from sim.fileio import write_text_atomic
 
 
 def report_run(folder: Path) -> None:
     summary = json.loads((folder / "summary.json").read_text())
     requests = pd.read_parquet(folder / "requests.parquet", columns=["arrival_s", "latency_s", "k_used"])
-    (folder / "summary.md").write_text(tables.run_markdown(summary))
+    write_text_atomic(folder / "summary.md", tables.run_markdown(summary))
     plots = folder / "plots"
     plots.mkdir(exist_ok=True)
     figures.latency_cdf(requests, plots / "latency_cdf.png")
@@ -46,13 +47,13 @@ def report_experiment(out: Path) -> None:
         return
     order = {combo: i for i, combo in enumerate(_grid_order(spec))}  # the sweep's own order, not folder names
     runs.sort(key=lambda r: order.get(tuple(str(r[1][k]) for k in swept), len(order)))
-    (out / "results.md").write_text(tables.experiment_markdown(spec["base"]["name"], [(v, s) for _, v, s in runs]))
+    table = tables.experiment_markdown(spec["base"]["name"], [(v, s) for _, v, s in runs])
+    write_text_atomic(out / "results.md", table)
     flat = pd.DataFrame([{"run": name, **values, **_flatten(summary)} for name, values, summary in runs])
     flat.to_csv(out / "results.csv", index=False)
     figures.compare_runs(flat, swept, out / "compare.png")
     for name, _, _ in runs:
-        if not (out / name / "plots").exists():
-            report_run(out / name)
+        report_run(out / name)  # always redrawn: plots are a pure function of the run's files
 
 
 def _grid_order(spec: dict) -> list[tuple[str, ...]]:

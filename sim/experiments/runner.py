@@ -1,25 +1,27 @@
-"""Run one configuration or a whole sweep; each finished run lands in its own folder, atomically."""
+"""Run one configuration or a whole sweep: validate every input first, then publish each finished run's folder whole."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import yaml
 
-from sim.errors import ConfigError
+from sim.errors import ConfigError, InputError
 from sim.executors import EXECUTORS
 from sim.experiments.build import build_scenario, run_cost, similarity_map
-from sim.experiments.config import Experiment, RunConfig, dump_run_config
+from sim.experiments.config import Experiment, RunConfig
+from sim.experiments.rundir import InputHashes, RunResult, input_files, kept_run_state, publish_run
+from sim.fileio import check_output_dir, write_text_atomic, writing
 from sim.metrics import derive_quality, summarize
-from sim.scenario.records import RECORD_COLUMNS, Records
+from sim.scenario import warmup_mask
+from sim.scenario.records import Records
 from sim.schema import to_data
 from sim.workload.trace import Trace, load_trace
 
@@ -31,101 +33,152 @@ def simulate(cfg: RunConfig, trace: Trace | None = None) -> tuple[Trace, Records
     if trace is None:
         trace = load_trace(cfg.trace.path, cfg.trace.limit)
     scenario, quality = build_scenario(cfg, trace)
-    records = EXECUTORS.get(cfg.run.executor)().run(scenario)
+    executor = EXECUTORS.get(cfg.run.executor)()
+    records = executor.run(scenario)
+    records["warmup"][:] = warmup_mask(records["arrival_s"], cfg.metrics.warmup_requests, cfg.metrics.warmup_s)
     derive_quality(records, quality)
     mode = scenario.mode
-    capacity_bytes = None
-    store = getattr(mode, "store", None)
-    if store is not None:  # the binding limit, for the storage bill
-        limits = [cfg.cache.capacity_bytes, None if cfg.cache.capacity_noises is None
-                  else cfg.cache.capacity_noises * int(scenario.requests.noise_bytes.max())]
-        capacity_bytes = min(v for v in limits if v is not None)
     summary = summarize(records, ks=cfg.cache.ks, gpu_kinds=scenario.gpu_kinds,
-                        cost=run_cost(cfg, capacity_bytes))
+                        cost=run_cost(cfg, mode.capacity_bytes()), timed=executor.timed)
     smap = similarity_map(cfg, trace.embedder) if mode.searches else None
     scale = Path(smap.source).name if smap is not None else "none (raw cosine)"
-    summary = {"name": cfg.name, "embedder": trace.embedder, "similarity_map": scale, **summary}
-    return trace, records, summary
+    header = {"name": cfg.name, "mode": mode.name, "executor": executor.name, "admission": executor.admission,
+              "embedder": trace.embedder, "similarity_map": scale, "quality_profile": quality.source}
+    return trace, records, {**header, **summary, **mode.stats()}
+
+
+def run_point(cfg: RunConfig, trace: Trace | None = None) -> RunResult:
+    """Simulate one run and return everything its folder holds (a worker's job; it writes nothing)."""
+    t0 = time.perf_counter()
+    trace, records, summary = simulate(cfg, trace if trace is not None else _trace(cfg))
+    return RunResult(summary, records, trace.request_id.tolist(), trace.user.tolist(), time.perf_counter() - t0)
+
+
+#: traces loaded by this process, by (path, limit): validation loads them once, forked workers inherit them
+_TRACES: dict[tuple[str, int | None], Trace] = {}
+
+
+def _trace(cfg: RunConfig) -> Trace:
+    key = (cfg.trace.path, cfg.trace.limit)
+    if key not in _TRACES:
+        _TRACES.clear()  # keep one trace in memory at a time
+        _TRACES[key] = load_trace(*key)
+    return _TRACES[key]
 
 
 def write_run(cfg: RunConfig, folder: Path, trace: Trace | None = None) -> dict[str, Any]:
-    """Simulate and write requests.parquet, summary.json, config.yaml, timings.json, then report."""
-    from sim.experiments.report import report_run
-
-    t0 = time.perf_counter()
-    trace, records, summary = simulate(cfg, trace)
-    wall_s = time.perf_counter() - t0
-    tmp = folder.with_name(f".{folder.name}.partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    cols = {"request_id": pa.array(trace.request_id.tolist(), pa.string()),
-            "user": pa.array(trace.user.tolist(), pa.string())}
-    cols.update({name: pa.array(records[name]) for name in RECORD_COLUMNS})
-    pq.write_table(pa.table(cols), tmp / "requests.parquet")
-    (tmp / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=False) + "\n")
-    (tmp / "config.yaml").write_text(dump_run_config(cfg))
-    timings = {"wall_s": round(wall_s, 3), "requests": len(trace),
-               "simulated_requests_per_s": round(len(trace) / wall_s, 1) if wall_s > 0 else None}
-    (tmp / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
-    if folder.exists():
-        shutil.rmtree(folder)  # an unfinished run left by an interrupted sweep (we are resuming it)
-    os.replace(tmp, folder)  # a run folder appears whole or not at all
-    report_run(folder)
-    return summary
+    """Simulate one run and publish its folder (validated inputs assumed); returns its summary."""
+    result = run_point(cfg, trace)
+    publish_run(folder, cfg, result, InputHashes().of(input_files(cfg, _map_file(cfg, trace or _trace(cfg)))))
+    return result.summary
 
 
-def _finished(folder: Path, cfg: RunConfig) -> bool:
-    return (folder / "summary.json").exists() and (folder / "config.yaml").exists() and (
-        folder / "config.yaml"
-    ).read_text() == dump_run_config(cfg)
+def _map_file(cfg: RunConfig, trace: Trace) -> str | None:
+    if cfg.serving.mode == "vanilla" or (cfg.serving.mode == "small_model" and cfg.serving.small_model.serve == "all"):
+        return None
+    smap = similarity_map(cfg, trace.embedder)
+    return smap.source if smap is not None else None
 
 
-def prepare_output(out: Path, experiment: Experiment, *, overwrite: bool, resume: bool) -> None:
-    spec = yaml.safe_dump(
-        {"base": to_data(experiment.base), "sweep": {k: list(v) for k, v in experiment.sweep}}, sort_keys=False
-    )
+def validate_runs(runs: list[tuple[str, RunConfig]]) -> dict[str, dict[str, str]]:
+    """Load and check every input of every run (trace, embeddings, profiles, similarity maps) before anything
+    is written; returns each run's input hashes. Raises the first problem, naming its file or key."""
+    hashes = InputHashes()
+    out = {}
+    for name, cfg in runs:
+        trace = _trace(cfg)
+        try:
+            build_scenario(cfg, trace)
+        except ConfigError as exc:
+            raise ConfigError(f"run {name}: {exc}") from None
+        out[name] = hashes.of(input_files(cfg, _map_file(cfg, trace)))
+    return out
+
+
+def _spec(experiment: Experiment) -> str:
+    return yaml.safe_dump({"base": to_data(experiment.base), "sweep": {k: list(v) for k, v in experiment.sweep}},
+                          sort_keys=False)
+
+
+def check_output(out: Path, experiment: Experiment, *, overwrite: bool, resume: bool) -> None:
+    """Refuse an output folder we may not use, before anything is simulated or written."""
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite: choose one (resume keeps finished runs, overwrite discards them)")
+    check_output_dir(out)
     if out.exists() and any(out.iterdir()):
         ours = (out / EXPERIMENT_FILE).exists()
         if resume and ours:
-            if (out / EXPERIMENT_FILE).read_text() != spec:
+            if (out / EXPERIMENT_FILE).read_text() != _spec(experiment):
                 raise ConfigError(f"{out}: --resume needs the same experiment; it holds a different one")
             return
         if not overwrite:
             raise ConfigError(f"{out}: output folder exists; pass --overwrite to replace it or --resume to finish it")
         if not ours:
             raise ConfigError(f"{out}: refusing to overwrite a folder that is not a nirvana-sim results folder")
+
+
+def prepare_output(out: Path, experiment: Experiment, *, overwrite: bool, resume: bool) -> None:
+    """Create (or clear, with --overwrite) the results folder; call only once every input is validated."""
+    check_output(out, experiment, overwrite=overwrite, resume=resume)
+    if resume and (out / EXPERIMENT_FILE).exists():
+        return
+    if out.exists() and any(out.iterdir()):
         shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / EXPERIMENT_FILE).write_text(spec)
+    with writing(out):
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / EXPERIMENT_FILE, _spec(experiment))
+
+
+def _worker_init() -> None:
+    """Pool workers: one BLAS thread, and die with the driver (Linux: the kernel sends SIGKILL when the
+    parent exits, even by kill -9; a worker orphaned before that was set exits at once)."""
+    for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
+        os.environ[var] = "1"
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent or parent == 1:
+        os._exit(1)
 
 
 def run_experiment(
     experiment: Experiment, out: Path, *, overwrite: bool = False, resume: bool = False, jobs: int = 1,
-    progress: bool = True,
+    progress: bool = True, recompute_changed: bool = False,
 ) -> list[tuple[str, dict[str, Any]]]:
-    """Run every grid point (skipping finished ones on resume), then write the experiment report."""
+    """Validate every input, then run every grid point (on resume, only those not finished), each published
+    as a complete folder as soon as it is done; then write the experiment's tables and figures."""
     from tqdm import tqdm
 
     from sim.experiments.report import report_experiment
 
-    prepare_output(out, experiment, overwrite=overwrite, resume=resume)
+    check_output(out, experiment, overwrite=overwrite, resume=resume)
     runs = experiment.runs()
-    todo = [(name, cfg) for name, cfg in runs if not (resume and _finished(out / name, cfg))]
+    inputs = validate_runs(runs)
+    todo = []
+    for name, cfg in runs:
+        state = kept_run_state(out / name, cfg, inputs[name]) if resume else "missing"
+        if state.startswith("inputs changed") and not recompute_changed:
+            raise InputError(f"{out / name}: kept run's {state.removeprefix('inputs changed: ')} changed since it "
+                             "ran; pass --recompute-changed to recompute such runs")
+        if state != "ok":
+            todo.append((name, cfg))
+    prepare_output(out, experiment, overwrite=overwrite, resume=resume)
     bar = tqdm(total=len(todo), desc=experiment.base.name, unit="run", disable=not progress or len(todo) < 2)
+    configs = dict(todo)
     if jobs > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            futures = [pool.submit(write_run, cfg, out / name) for name, cfg in todo]
-            for fut in futures:
-                fut.result()
+        with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), initializer=_worker_init) as pool:
+            futures = {pool.submit(run_point, cfg): name for name, cfg in todo}
+            for fut in as_completed(futures):
+                name = futures[fut]
+                publish_run(out / name, configs[name], fut.result(), inputs[name])
                 bar.update()
     else:
-        loaded: dict[tuple[str, int | None], Trace] = {}  # a sweep reads each trace once
         for name, cfg in todo:
-            key = (cfg.trace.path, cfg.trace.limit)
-            if key not in loaded:
-                loaded = {key: load_trace(*key)}
-            write_run(cfg, out / name, loaded[key])
+            publish_run(out / name, cfg, run_point(cfg), inputs[name])
             bar.update()
     bar.close()
     report_experiment(out)

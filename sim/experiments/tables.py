@@ -6,6 +6,7 @@ from typing import Any
 
 # (column header, summary path, format)
 RUN_ROWS: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("serving mode / executor", ("mode", "executor"), "{} / {}"),
     ("requests", ("requests",), "{:d}"),
     ("hit rate", ("hit_rate",), "{:.3f}"),
     ("compute saved", ("compute_saved",), "{:.3f}"),
@@ -31,7 +32,9 @@ def _get(summary: dict[str, Any], path: tuple[str, ...]) -> Any:
 
 
 def _cell(summary: dict[str, Any], path: tuple[str, ...], fmt: str) -> str:
-    if len(path) > 1 and isinstance(_get(summary, path[:1]), dict):
+    if len(path) > 2 and isinstance(_get(summary, path[:2]), dict):
+        values = [_get(summary, path)]
+    elif len(path) > 1 and isinstance(_get(summary, path[:1]), dict):
         values = [_get(summary, (path[0], p)) for p in path[1:]]
     elif len(path) > 1:
         values = [_get(summary, (p,)) for p in path]
@@ -45,9 +48,12 @@ def _cell(summary: dict[str, Any], path: tuple[str, ...], fmt: str) -> str:
 def run_markdown(summary: dict[str, Any]) -> str:
     lines = [f"# {summary['name']}", "", "| metric | value |", "|---|---|"]
     lines += [f"| {label} | {_cell(summary, path, fmt)} |" for label, path, fmt in RUN_ROWS]
-    if "cost" in summary:
-        lines.append(f"| cost total / per 1,000 images (USD) | {summary['cost']['total_usd']:.2f} / "
-                     f"{summary['cost']['usd_per_1000_images']:.2f} |")
+    for label, bill in (("GPU seconds used, on demand", "on_demand_consumed"),
+                        ("GPU seconds used, serverless", "serverless_consumed"), ("whole fleet for the run", "fleet")):
+        b = (summary.get("cost") or {}).get(bill)
+        if b is not None:
+            lines.append(f"| cost: {label}: total / per 1,000 images (USD) | {b['total_usd']:.2f} / "
+                         f"{b['usd_per_1000_images']:.4f} |")
     for kind, g in summary["gpus"].items():
         util = "n/a" if g["utilisation"] is None else f"{g['utilisation']:.3f}"
         lines.append(f"| {kind}: GPUs / requests / utilisation | {g['gpus']} / {g['requests']} / {util} |")
@@ -65,7 +71,8 @@ COMPARE = (
     ("GPU util.", ("gpu_utilisation",), "{:.3f}"),
     ("quality", ("quality_mean",), "{:.4f}"),
     ("saturated", ("saturated",), "{}"),
-    ("USD / 1k images", ("cost", "usd_per_1000_images"), "{:.2f}"),
+    ("USD / 1k images (GPU s used)", ("cost", "on_demand_consumed", "usd_per_1000_images"), "{:.3f}"),
+    ("USD / 1k images (fleet)", ("cost", "fleet", "usd_per_1000_images"), "{:.3f}"),
 )
 
 

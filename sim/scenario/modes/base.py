@@ -10,6 +10,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
+from sim.cache.store import CacheStore
 from sim.scenario.records import NO_CACHE
 
 Caches = Literal["nothing", "latents", "images"]
@@ -61,6 +62,10 @@ class ServingMode(ABC):
         """Insert what request ``i`` produced (called only when its decision has ``admit_bytes``)."""
         raise NotImplementedError(f"serving mode {self.name} admits nothing")
 
+    def capacity_bytes(self) -> int | None:
+        """Storage the mode's cache occupies when full, for the storage bill (None: no cache)."""
+        return None
+
     def stats(self) -> dict[str, int]:
         """Counters for the summary that only the mode can know (e.g. exact-search fallbacks)."""
         return {}
@@ -69,3 +74,9 @@ class ServingMode(ABC):
 def uncached(latency_class: int, num_steps: int) -> Decision:
     """A request generated from scratch with no cache at all."""
     return Decision(NO_CACHE, num_steps, latency_class)
+
+
+def store_capacity_bytes(store: CacheStore, unit_bytes: int) -> int:
+    """The binding limit of a store: its byte capacity, or its unit capacity x the largest unit, if smaller."""
+    limits = [store.capacity_bytes, store.capacity_noises * unit_bytes]
+    return min(v for v in limits if v < 1 << 62)

@@ -6,7 +6,7 @@ import numpy as np
 
 from sim.cache.store import CacheStore
 from sim.scenario.modes import MODES
-from sim.scenario.modes.base import Admitted, Decision, ServingMode
+from sim.scenario.modes.base import Admitted, Decision, ServingMode, store_capacity_bytes
 from sim.scenario.records import IMAGE_HIT, MISS
 from sim.scenario.requests import Requests
 
@@ -32,6 +32,9 @@ class FinalImage(ServingMode):
         self._req = requests
         self.store = store
         self._image_bytes = image_bytes
+
+    def capacity_bytes(self) -> int | None:
+        return store_capacity_bytes(self.store, int(self._image_bytes.max()))
 
     def search_size(self, i: int) -> int:
         return self.store.partition_size(int(self._req.partition[i]))

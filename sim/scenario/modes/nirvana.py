@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sim.cache.store import CacheStore
 from sim.scenario.modes import MODES
-from sim.scenario.modes.base import Admitted, Decision, ServingMode
+from sim.scenario.modes.base import Admitted, Decision, ServingMode, store_capacity_bytes
 from sim.scenario.records import APPROX_HIT, HOLE_HIT, MISS
 from sim.scenario.requests import Requests
 
@@ -23,6 +23,9 @@ class Nirvana(ServingMode):
         self._req = requests
         self.store = store
         self._num_ks = len(store.ks)
+
+    def capacity_bytes(self) -> int | None:
+        return store_capacity_bytes(self.store, int(self._req.noise_bytes.max()))
 
     def search_size(self, i: int) -> int:
         return self.store.partition_size(int(self._req.partition[i]))

@@ -45,6 +45,9 @@ class SmallModel(ServingMode):
     def uses_cache(self) -> bool:
         return self._cache is not None
 
+    def capacity_bytes(self) -> int | None:
+        return self._cache.capacity_bytes() if self._cache is not None else None
+
     def search_size(self, i: int) -> int:
         return self._cache.search_size(i) if self._cache is not None else 0
 
