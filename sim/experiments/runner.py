@@ -89,6 +89,7 @@ def validate_runs(runs: list[tuple[str, RunConfig]]) -> dict[str, dict[str, str]
         trace = _trace(cfg)
         try:
             build_scenario(cfg, trace)
+            run_cost(cfg, None)
         except ConfigError as exc:
             raise ConfigError(f"run {name}: {exc}") from None
         out[name] = hashes.of(input_files(cfg, _map_file(cfg, trace)))
