@@ -14,6 +14,7 @@ from sim.errors import ConfigError, SimError
 TRACE_COMMANDS = ("sim.workload.tiny", "sim.workload.embed", "sim.workload.simmap",
                   "sim.workload.diffusiondb", "sim.workload.stats", "sim.workload.synth")
 PROFILE_COMMANDS = ("sim.profiling.host", "sim.profiling.latency", "sim.profiling.quality")
+EMBED_COMMANDS = ("sim.workload.simeval",)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -71,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     tsub = trace.add_subparsers(dest="trace_command", required=True, metavar="TRACE_COMMAND")
     for module in TRACE_COMMANDS:
         importlib.import_module(module).add_cli(tsub)
+
+    embed = sub.add_parser("embed", help="embedder tools", description="Judge embedders against a CLIP retrieval log.")
+    esub = embed.add_subparsers(dest="embed_command", required=True, metavar="EMBED_COMMAND")
+    for module in EMBED_COMMANDS:
+        importlib.import_module(module).add_cli(esub)
 
     profile = sub.add_parser("profile", help="measure profiles", description="Measure hardware and quality profiles.")
     psub = profile.add_subparsers(dest="profile_command", required=True, metavar="PROFILE_COMMAND")
