@@ -33,6 +33,10 @@ DEFINITIONS = {
     "top_prompts": "cluster = one exact prompt (embedding clusters would depend on the embedder's scale; the "
                    "similarity histogram shows the near-duplicate structure); the most requested prompts over "
                    "the whole trace, ties to the earlier first appearance, with their requests per day",
+    "reuse": "per exact repeat, the previous request of the same prompt: distance = requests between the two "
+             "(1 = the request just before), gap_h = hours between them; cross_user_share = repeats whose previous "
+             "request was by another known user, over all requests; cross_day_share = repeats whose prompt was "
+             "first requested on an earlier day, over all requests",
     "daily_top_overlap_mean": "mean over consecutive days of |top-N(day) ∩ top-N(day-1)| / N (drift: 1 = none)",
     "similarity": "per query request, the highest cosine between its prompt and any other distinct prompt "
                   "first seen before it (its own earlier copies excluded; share_above_counting_exact_repeats_as_1 "
@@ -93,6 +97,30 @@ def sessions(arrival: np.ndarray, user_id: np.ndarray, gap_s: float) -> np.ndarr
     u, t = user_id[order], arrival[order]
     starts = np.r_[True, (u[1:] != u[:-1]) | (np.diff(t) > gap_s)]
     return np.bincount(u[starts], minlength=int(user_id.max()) + 1)
+
+
+def reuse(arrival: np.ndarray, prompt_id: np.ndarray, user_id: np.ndarray, day: np.ndarray) -> dict[str, Any]:
+    """Reuse distance and time of exact repeats, and how many repeats cross users and days (see DEFINITIONS)."""
+    n = len(prompt_id)
+    order = np.lexsort((np.arange(n), prompt_id))  # per prompt, in request order
+    same = np.r_[False, prompt_id[order][1:] == prompt_id[order][:-1]]
+    cur, prev = order[same], order[np.flatnonzero(same) - 1]
+    first_day = np.full(int(prompt_id.max()) + 1, -1, np.int64)
+    first_day[prompt_id[order][~same]] = day[order][~same]
+    distance = (cur - prev).astype(np.float64)
+    gap_h = (arrival[cur] - arrival[prev]) / 3600.0
+    cross_user = (user_id[cur] >= 0) & (user_id[prev] >= 0) & (user_id[cur] != user_id[prev])
+
+    def q(v: np.ndarray, p: float) -> float | None:
+        return round(float(np.quantile(v, p)), 3) if len(v) else None
+
+    return {
+        "repeats": len(cur),
+        "distance_p50": q(distance, 0.5), "distance_p90": q(distance, 0.9),
+        "gap_h_p50": q(gap_h, 0.5), "gap_h_p90": q(gap_h, 0.9),
+        "cross_user_share": round(float(cross_user.sum() / n), 6),
+        "cross_day_share": round(float((first_day[prompt_id[cur]] < day[cur]).sum() / n), 6),
+    }
 
 
 def nearest_earlier(vectors: np.ndarray, prompt_id: np.ndarray, queries: np.ndarray) -> np.ndarray:
@@ -159,6 +187,7 @@ def trace_stats(path: Path, out_dir: Path | None = None, *, session_gap_s: float
         "top_prompts": [{"prompt": prompts[p], "requests": int(per_prompt[p]), "per_day": top_by_day[i].tolist()}
                         for i, p in enumerate(top_ids)],
         "daily_top_overlap_mean": round(float(np.mean(overlap)), 4) if overlap else None,
+        "reuse": reuse(arrival, prompt_id, user_id, day),
     }
     emb = embeddings_path(path)
     sims = None
@@ -252,12 +281,26 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     cmd.add_argument("--top", type=int, default=10, help="top prompts to follow day by day")
     cmd.add_argument("--max-queries", type=int, default=50_000,
                      help="similarity queries at most (evenly spaced requests beyond that)")
+    cmd.add_argument("--vs", metavar="B.parquet",
+                     help="a second trace: print both side by side (with DiffusionDB's published figures) and "
+                          "write compare.json; B's own stats.json goes to OUT/vs/")
     cmd.set_defaults(func=_cmd)
 
 
 def _cmd(args: argparse.Namespace) -> int:
     path = Path(args.trace)
     out = Path(args.out) if args.out else path.with_name(path.name.removesuffix(".parquet") + ".stats")
+    if args.vs:
+        from sim.workload import stats_compare
+
+        other = Path(args.vs)
+        stats_compare.check_embedders(path, other)  # before any work: similarities must share one scale
+        kw = {"session_gap_s": args.session_gap_s, "top": args.top, "max_queries": args.max_queries}
+        a = trace_stats(path, out, **kw)
+        b = trace_stats(other, out / "vs", plots=False, **kw)
+        written = stats_compare.write_and_print(stats_compare.compare(a, b), out)
+        print(f"wrote {written}, {out}/stats.json and {out}/vs/stats.json")
+        return 0
     s = trace_stats(path, out, session_gap_s=args.session_gap_s, top=args.top, max_queries=args.max_queries)
     ses = s["sessions"]
     print(f"requests {s['requests']:,} over {s['span_s'] / 3600:.1f} h; unique prompts {s['unique_prompts']:,}; "
