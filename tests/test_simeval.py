@@ -166,6 +166,9 @@ def test_rounding_above_one_is_accepted_and_blank_queries_are_named(tmp_path: Pa
     log = read_pairs(_pairs(tmp_path / "p.csv", [(0.3, "a", ""), (1.0000005, "a", "a"), (0.7, " ", "a")]))
     assert log.clip[1] == 1.0
     assert log.blank_rows == (3,) and log.evaluated.tolist() == [0, 1]
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbf" + (tmp_path / "p.csv").read_bytes())
+    assert read_pairs(bom).queries == log.queries
     with pytest.raises(InputError, match="pairs file not found"):
         read_pairs(tmp_path / "missing.csv")
 

@@ -80,7 +80,8 @@ class PairsLog:
 def read_pairs(path: Path) -> PairsLog:
     """Read and validate a pairs file; every error names the file and the row (1-based, header excluded)."""
     try:
-        with path.open(newline="", encoding="utf-8") as fh:
+        # utf-8-sig: a BOM from a spreadsheet export is not part of the first column's name.
+        with path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
             if missing:
