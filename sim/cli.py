@@ -17,10 +17,11 @@ PROFILE_COMMANDS = ("sim.profiling.host", "sim.profiling.latency", "sim.profilin
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from sim.experiments.config import load_experiment, parse_overrides
+    from sim.experiments.config import MAX_POINTS, load_experiment, parse_overrides
     from sim.experiments.runner import run_experiment
 
-    experiment = load_experiment(args.experiment, parse_overrides(args.set or []))
+    experiment = load_experiment(args.experiment, parse_overrides(args.set or []),
+                                 max_points=None if args.yes else MAX_POINTS)
     out = Path(args.out) if args.out else Path("results") / experiment.base.name
     results = run_experiment(experiment, out, overwrite=args.overwrite, resume=args.resume, jobs=args.jobs,
                              progress=not args.quiet)
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--overwrite", action="store_true", help="replace an existing results folder")
     run.add_argument("--resume", action="store_true", help="keep finished runs of an interrupted sweep, run the rest")
     run.add_argument("--jobs", type=int, default=1, help="runs in parallel (process pool; default 1)")
+    run.add_argument("--yes", action="store_true", help="run a sweep of more than 10,000 points")
     run.add_argument("--quiet", action="store_true", help="print nothing on success")
     run.set_defaults(func=_cmd_run)
 
