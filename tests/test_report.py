@@ -188,3 +188,21 @@ def test_page_loads_every_image_in_a_real_browser(swept: Path, tmp_path: Path) -
     (broken / "figures" / "capacity.png").unlink()
     dom = _dump(browser, broken / "index.html", tmp_path / "profile", "--dump-dom")
     assert 'data-broken-images="1"' in dom
+
+
+def test_capacity_sweep_without_load_axis(tmp_path: Path) -> None:
+    """Capacity curves drawn; p99 vs load skipped (offered loads differ only because the cache does)."""
+    out = tmp_path / "cap"
+    out.mkdir()
+    (out / "experiment.yaml").write_text(yaml.safe_dump({"base": {"name": "cap"},
+                                                         "sweep": {"cache.capacity_noises": [10, 100]}}))
+    for cap, load in ((10, 0.9), (100, 0.7)):
+        summary = {"requests": 50, "hit_rate": cap / 200, "compute_saved": cap / 2000, "k_histogram": {"0": 50},
+                   "latency_s": {"p99": 10.0 / load}, "offered_load": load, "saturated": False}
+        config = {"cache": {"policy": "lfu", "capacity_noises": cap, "enabled": True}}
+        _fake_run(out / f"cache.capacity_noises={cap}", config, summary, latency=5.0)
+    report_experiment(out)
+    page = (out / "index.html").read_text()
+    assert "<p class='skipped' id='p99_vs_load'>" in page and "no load axis" in page
+    assert "<img src='figures/capacity.png'" in page and "<img src='figures/latency_cdf.png'" in page
+    assert sim.results.load(out).summaries["cache.capacity_noises"].tolist() == [10, 100]

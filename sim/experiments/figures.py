@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -137,10 +136,9 @@ def _log_if_wide(ax: Any, x: pd.Series) -> None:
 
 
 # ---- across a sweep. Each takes the report's facts table (one row per run: run, policy, mode, capacity,
-# capacity_unit, offered_load, p99_s, hit_rate, compute_saved, quality, k_histogram, plus a `series` kind and
-# name), draws into the stem's PNG and PDF, and returns None, or why it cannot be drawn from this folder.
-
-Drawer = Callable[..., str | None]
+# capacity_unit, offered_load, p99_s, hit_rate, compute_saved, quality, k_histogram, a `series` kind:name and
+# the other swept values as text, `capacity_variant` and `load_variant`), draws into the stem's PNG and PDF,
+# and returns None, or why it cannot be drawn from this folder.
 FORMATS = ("png", "pdf")
 
 
@@ -160,6 +158,20 @@ def _series(facts: pd.DataFrame) -> list[tuple[str, str, str, str, pd.DataFrame]
     return out
 
 
+def _lines(facts: pd.DataFrame, variant: str) -> list[tuple[str, str, str, pd.DataFrame]]:
+    """(label, colour, style, rows) per series, split further by the other swept values in column ``variant``
+    (each such split gets its own line style; the series keeps its colour)."""
+    out = []
+    for label, col, style, _, rows in _series(facts):
+        variants = list(dict.fromkeys(rows[variant]))
+        if len(variants) == 1:
+            out.append((label, col, style, rows))
+            continue
+        for i, v in enumerate(variants):
+            out.append((f"{label}, {v}", col, MODE_STYLES[i % len(MODE_STYLES)], rows[rows[variant] == v]))
+    return out
+
+
 def _capacity_rows(facts: pd.DataFrame) -> tuple[pd.DataFrame, str] | str:
     cached = facts[(facts["mode"] != "vanilla") & facts["capacity"].notna()]
     if cached.empty or cached["capacity"].nunique() < 2:
@@ -172,7 +184,7 @@ def _mean_by_capacity(rows: pd.DataFrame, metric: str) -> pd.Series:
 
 
 def capacity_curves(facts: pd.DataFrame, stem: Path) -> str | None:
-    """Compute saved and hit rate vs capacity, one line per policy (mean over the runs at each capacity)."""
+    """Compute saved and hit rate vs capacity, one line per policy and other swept values (mean over seeds)."""
     found = _capacity_rows(facts)
     if isinstance(found, str):
         return found
@@ -180,7 +192,7 @@ def capacity_curves(facts: pd.DataFrame, stem: Path) -> str | None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, metric, ylabel in ((axes[0], "compute_saved", "compute saved (fraction of denoising steps)"),
                                (axes[1], "hit_rate", "hit rate (fraction of requests)")):
-        for label, col, style, _, rows in _series(cached):
+        for label, col, style, rows in _lines(cached, "capacity_variant"):
             m = _mean_by_capacity(rows, metric)
             ax.plot(m.index, m.to_numpy(), marker="o", color=col, linestyle=style, label=label)
         ax.set_xlabel(f"cache capacity ({unit}, log scale)")
@@ -200,7 +212,7 @@ def miss_ratio_curve(facts: pd.DataFrame, stem: Path) -> str | None:
         return found
     cached, unit = found
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for label, col, style, _, rows in _series(cached):
+    for label, col, style, rows in _lines(cached, "capacity_variant"):
         m = 1.0 - _mean_by_capacity(rows, "hit_rate")
         ax.plot(m.index, m.to_numpy(), marker="o", color=col, linestyle=style, label=label)
     ax.set_xlabel(f"cache capacity ({unit}, log scale)")
@@ -239,10 +251,11 @@ def p99_vs_load(facts: pd.DataFrame, stem: Path) -> str | None:
     ok = facts[facts["p99_s"].notna() & facts["offered_load"].notna()]
     if ok.empty:
         return "no p99 latency or offered load in the summaries (runs without a clock)"
-    if ok["offered_load"].nunique() < 2:
-        return "a single offered load: sweep trace.time_scale (or the GPU count) to draw latency against load"
+    if not ok["load_swept"].any() or ok["offered_load"].nunique() < 2:
+        return ("no load axis: sweep trace.time_scale (or hardware.pools, hardware.max_batch) "
+                "to draw latency against load")
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for label, col, style, _, rows in _series(ok):
+    for label, col, style, rows in _lines(ok, "load_variant"):
         r = rows.sort_values("offered_load")
         ax.plot(r["offered_load"], r["p99_s"], color=col, linestyle=style, label=label)
         sat = r["saturated"].fillna(False).astype(bool).to_numpy()

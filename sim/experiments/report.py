@@ -54,7 +54,18 @@ def mode_of(summary: dict[str, Any], config: dict[str, Any]) -> str:
     return "nirvana" if config.get("cache.enabled", True) else "vanilla"
 
 
-def facts_table(table: pd.DataFrame, runs: list[tuple[Path, dict[str, Any]]]) -> pd.DataFrame:
+def _variant(config: dict[str, Any], swept: list[str], axis: set[str]) -> str:
+    """The swept values other than a figure's own axis and series (seeds are averaged, never split)."""
+    return ", ".join(f"{k.rsplit('.', 1)[-1].replace('_', ' ')} {config.get(k)}" for k in swept
+                     if k not in axis | SERIES_KEYS)
+
+
+SERIES_KEYS = {"cache.policy", "cache.enabled", "serving.mode", "seed"}
+CAPACITY_KEYS = {"cache.capacity_noises", "cache.capacity_bytes"}
+LOAD_KEYS = {"trace.time_scale", "hardware.max_batch", "hardware.pools"}
+
+
+def facts_table(table: pd.DataFrame, runs: list[tuple[Path, dict[str, Any]]], swept: list[str]) -> pd.DataFrame:
     """The figures' view of each run: policy, mode, capacity, load and the headline metrics, plus its series."""
     rows = []
     for (run, config), (_, row) in zip(runs, table.iterrows(), strict=True):
@@ -70,6 +81,9 @@ def facts_table(table: pd.DataFrame, runs: list[tuple[Path, dict[str, Any]]]) ->
             "saturated": _get(row, "saturated"), "hit_rate": _get(row, "hit_rate"),
             "compute_saved": _get(row, "compute_saved"), "quality": _get(row, "quality_mean"),
             "k_histogram": summary.get("k_histogram"),
+            "capacity_variant": _variant(config, swept, CAPACITY_KEYS),
+            "load_variant": _variant(config, swept, LOAD_KEYS),
+            "load_swept": bool(LOAD_KEYS & set(swept)),
         })
     facts = pd.DataFrame(rows)
     if facts.empty:
@@ -160,6 +174,6 @@ def report_experiment(out: Path) -> None:
     figures.compare_runs(table, swept, out / "compare.png")
     for run, _ in runs:
         report_run(run)
-    facts = facts_table(table, runs)
+    facts = facts_table(table, runs, swept)
     drawn = experiment_figures(out, facts)
     page.write_index(out, name, spec, swept, tables.experiment_rows(per_run), drawn, [r.name for r, _ in runs])
