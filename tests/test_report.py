@@ -105,6 +105,7 @@ def _fake_run(folder: Path, config: dict[str, Any], summary: dict[str, Any], lat
                   "k_used": np.tile([0, 5], n // 2)}).to_parquet(folder / "requests.parquet")
 
 
+@pytest.mark.slow
 def test_unsupported_figures_are_skipped_with_a_note(tmp_path: Path) -> None:
     """No capacity axis, no clock (null latencies), unknown extra summary keys: notes on the page, no crash."""
     out = tmp_path / "hand"
@@ -190,6 +191,7 @@ def test_page_loads_every_image_in_a_real_browser(swept: Path, tmp_path: Path) -
     assert 'data-broken-images="1"' in dom
 
 
+@pytest.mark.slow
 def test_capacity_sweep_without_load_axis(tmp_path: Path) -> None:
     """Capacity curves drawn; p99 vs load skipped (offered loads differ only because the cache does)."""
     out = tmp_path / "cap"
@@ -206,3 +208,27 @@ def test_capacity_sweep_without_load_axis(tmp_path: Path) -> None:
     assert "<p class='skipped' id='p99_vs_load'>" in page and "no load axis" in page
     assert "<img src='figures/capacity.png'" in page and "<img src='figures/latency_cdf.png'" in page
     assert sim.results.load(out).summaries["cache.capacity_noises"].tolist() == [10, 100]
+
+
+def test_summaries_table_from_hand_written_files(tmp_path: Path) -> None:
+    """Order from the spec's lists (not folder names), swept columns first, extra summary keys kept."""
+    out = tmp_path / "t"
+    out.mkdir()
+    (out / "experiment.yaml").write_text(yaml.safe_dump({"base": {"name": "t"}, "grid": {
+        "cache.policy": ["lru", "fifo"]}, "zip": {"cache.capacity_noises": [900, 80]}, "seeds": [5, 2]}))
+    for policy in ("fifo", "lru"):
+        for cap in (80, 900):
+            for seed in (2, 5):
+                config = {"seed": seed, "cache": {"policy": policy, "capacity_noises": cap}}
+                summary = {"hit_rate": 0.1, "seed": seed, "outcomes": {"hit": 1}}
+                _fake_run(out / f"p={policy},c={cap},seed={seed}", config, summary, latency=1.0)
+    (out / "stray").mkdir()  # no summary: not a run
+    table = sim.results.summaries_table(out)
+    assert table.columns[:4].tolist() == ["run", "cache.policy", "cache.capacity_noises", "seed"]
+    assert list(zip(table["cache.policy"], table["cache.capacity_noises"], table["seed"], strict=True)) == [
+        ("lru", 900, 5), ("lru", 900, 2), ("lru", 80, 5), ("lru", 80, 2),
+        ("fifo", 900, 5), ("fifo", 900, 2), ("fifo", 80, 5), ("fifo", 80, 2)]
+    assert table["summary.seed"].tolist() == table["seed"].tolist()  # a summary key never hides a swept one
+    assert table["outcomes.hit"].tolist() == [1] * 8
+    sim.results.write_summaries(out, table)
+    assert pd.read_parquet(out / "summaries.parquet").equals(table)
