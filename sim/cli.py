@@ -38,7 +38,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from sim.experiments.report import report_experiment
 
     report_experiment(Path(args.results))
-    print(f"rebuilt tables and figures in {args.results}")
+    print(f"rebuilt tables, figures and {Path(args.results) / 'index.html'} (from files only)")
     return 0
 
 
@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_run)
 
     report = sub.add_parser("report", help="rebuild tables and figures of a results folder",
-                            description="Rebuild results.md/csv, compare.png and per-run plots from files only.")
+                            description="Rebuild summaries.parquet/csv, tables/ (Markdown, LaTeX, CSV), figures/ "
+                                        "(PNG, PDF), index.html and per-run plots from the folder's files only.")
     report.add_argument("results", help="a folder written by `python -m sim run`")
     report.set_defaults(func=_cmd_report)
 
