@@ -18,22 +18,24 @@ EMBED_COMMANDS = ("sim.workload.simeval",)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from sim.experiments.config import load_experiment, parse_overrides
+    from sim.experiments.config import MAX_POINTS, load_experiment, parse_overrides
     from sim.experiments.runner import run_experiment
 
     if args.out is not None and not args.out.strip():
         raise ConfigError("--out: expected a folder path, got an empty string")
-    experiment = load_experiment(args.experiment, parse_overrides(args.set or []))
+    experiment = load_experiment(args.experiment, parse_overrides(args.set or []),
+                                 max_points=None if args.yes else MAX_POINTS)
     out = Path(args.out) if args.out else Path("results") / experiment.base.name
     results = run_experiment(experiment, out, overwrite=args.overwrite, resume=args.resume, jobs=args.jobs,
-                             progress=not args.quiet, recompute_changed=args.recompute_changed)
+                             progress=not args.quiet, recompute_changed=args.recompute_changed,
+                             executor=args.sweep_executor, cluster=args.cluster)
     if not args.quiet:
         for name, s in results:
             lat = s["latency_s"]
             timing = (f" latency_mean_s={lat['mean']:.2f} p99_s={lat['p99']:.2f} saturated={s['saturated']}"
                       if lat is not None else " (untimed: sequential executor)")
             print(f"{name}: hit_rate={s['hit_rate']:.3f} compute_saved={s['compute_saved']:.3f}{timing}")
-        print(f"results in {out}/ (results.md, compare.png, one folder per run)")
+        print(f"results in {out}/ (index.html, results.md, summaries.parquet, figures/, one folder per run)")
     return 0
 
 
@@ -41,7 +43,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from sim.experiments.report import report_experiment
 
     report_experiment(Path(args.results))
-    print(f"rebuilt tables and figures in {args.results}")
+    print(f"rebuilt tables, figures and {Path(args.results) / 'index.html'} (from files only)")
     return 0
 
 
@@ -60,11 +62,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--recompute-changed", action="store_true",
                      help="with --resume: recompute kept runs whose trace or profiles changed (else refused)")
     run.add_argument("--jobs", type=int, default=1, help="runs in parallel (process pool; default 1)")
+    run.add_argument("--sweep-executor", choices=("serial", "pool", "dask"),
+                     help="where sweep points run (default: dask with --cluster, pool with --jobs > 1, else serial)")
+    run.add_argument("--cluster", metavar="ADDRESS",
+                     help="Dask: a running scheduler's address (tcp://HOST:PORT), or local:N to start N workers")
+    run.add_argument("--yes", action="store_true", help="run a sweep of more than 10,000 points")
     run.add_argument("--quiet", action="store_true", help="print nothing on success")
     run.set_defaults(func=_cmd_run)
 
     report = sub.add_parser("report", help="rebuild tables and figures of a results folder",
-                            description="Rebuild results.md/csv, compare.png and per-run plots from files only.")
+                            description="Rebuild summaries.parquet/csv, tables/ (Markdown, LaTeX, CSV), figures/ "
+                                        "(PNG, PDF), index.html and per-run plots from the folder's files only.")
     report.add_argument("results", help="a folder written by `python -m sim run`")
     report.set_defaults(func=_cmd_report)
 

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +19,6 @@ from sim.fileio import check_output_dir, write_text_atomic, writing
 from sim.metrics import derive_quality, summarize
 from sim.scenario import warmup_mask
 from sim.scenario.records import Records
-from sim.schema import to_data
 from sim.workload.trace import Trace, load_trace
 
 EXPERIMENT_FILE = "experiment.yaml"  # marks a folder as a results folder of this tool
@@ -97,8 +93,7 @@ def validate_runs(runs: list[tuple[str, RunConfig]]) -> dict[str, dict[str, str]
 
 
 def _spec(experiment: Experiment) -> str:
-    return yaml.safe_dump({"base": to_data(experiment.base), "sweep": {k: list(v) for k, v in experiment.sweep}},
-                          sort_keys=False)
+    return yaml.safe_dump(experiment.spec(), sort_keys=False)
 
 
 def check_output(out: Path, experiment: Experiment, *, overwrite: bool, resume: bool) -> None:
@@ -130,31 +125,17 @@ def prepare_output(out: Path, experiment: Experiment, *, overwrite: bool, resume
         write_text_atomic(out / EXPERIMENT_FILE, _spec(experiment))
 
 
-def _worker_init() -> None:
-    """Pool workers: one BLAS thread, and die with the driver (Linux: the kernel sends SIGKILL when the
-    parent exits, even by kill -9; a worker orphaned before that was set exits at once)."""
-    for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
-        os.environ[var] = "1"
-    parent = os.getppid()
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-    if os.getppid() != parent or parent == 1:
-        os._exit(1)
-
-
 def run_experiment(
     experiment: Experiment, out: Path, *, overwrite: bool = False, resume: bool = False, jobs: int = 1,
-    progress: bool = True, recompute_changed: bool = False,
+    progress: bool = True, recompute_changed: bool = False, executor: str | None = None, cluster: str | None = None,
 ) -> list[tuple[str, dict[str, Any]]]:
-    """Validate every input, then run every grid point (on resume, only those not finished), each published
-    as a complete folder as soon as it is done; then write the experiment's tables and figures."""
+    """Validate every input, then run every grid point (on resume, only those not finished) on a sweep
+    executor (serial, a local pool, or a Dask cluster), publishing each run's complete folder as soon as it
+    is done; then write the experiment's tables, figures and page."""
     from tqdm import tqdm
 
     from sim.experiments.report import report_experiment
+    from sim.experiments.sweepexec import make_executor
 
     check_output(out, experiment, overwrite=overwrite, resume=resume)
     runs = experiment.runs()
@@ -167,20 +148,13 @@ def run_experiment(
                              "ran; pass --recompute-changed to recompute such runs")
         if state != "ok":
             todo.append((name, cfg))
-    prepare_output(out, experiment, overwrite=overwrite, resume=resume)
-    bar = tqdm(total=len(todo), desc=experiment.base.name, unit="run", disable=not progress or len(todo) < 2)
     configs = dict(todo)
-    if jobs > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), initializer=_worker_init) as pool:
-            futures = {pool.submit(run_point, cfg): name for name, cfg in todo}
-            for fut in as_completed(futures):
-                name = futures[fut]
-                publish_run(out / name, configs[name], fut.result(), inputs[name])
-                bar.update()
-    else:
-        for name, cfg in todo:
-            publish_run(out / name, cfg, run_point(cfg), inputs[name])
+    with make_executor(executor, jobs=jobs if len(todo) > 1 else 1, cluster=cluster) as pool:
+        prepare_output(out, experiment, overwrite=overwrite, resume=resume)
+        bar = tqdm(total=len(todo), desc=experiment.base.name, unit="run", disable=not progress or len(todo) < 2)
+        for name, result in pool.execute(todo, run_point):
+            publish_run(out / name, configs[name], result, inputs[name])
             bar.update()
-    bar.close()
+        bar.close()
     report_experiment(out)
     return [(name, json.loads((out / name / "summary.json").read_text())) for name, _ in runs]
