@@ -17,13 +17,24 @@ from sim.schema import build, set_dotted, to_data
 
 Problems = list[tuple[str, str]]
 
+# Sensible bounds (README, "Writing an experiment"): far above any real deployment, low enough that a
+# typo (1e9 GPUs, a 2**40-pixel image) is an error instead of exhausted memory or an overflow.
+MAX_SIDE_PX = 16_384
+MAX_STEPS = 10_000
+MAX_GPUS_PER_POOL = 100_000
+MAX_BATCH = 4_096
+MAX_CAPACITY_NOISES = 2**40
+MAX_CAPACITY_BYTES = 2**60
+MAX_LATENT_CHANNELS = 1_024
+MAX_VAE_SCALE = 1_024
+
 
 @dataclass(frozen=True)
 class TraceConfig:
     path: str = "traces/tiny/trace.parquet"
     #: simulated arrival = trace arrival x time_scale (0.5 replays twice as fast: double the load)
     time_scale: float = 1.0
-    #: replay only the first N requests
+    #: replay only the first N requests (a limit above the trace's length replays all of it)
     limit: int | None = None
 
     def problems(self) -> Problems:
@@ -51,9 +62,11 @@ class ModelConfig:
 
     def problems(self) -> Problems:
         out: Problems = []
-        for key in ("num_steps", "width", "height", "latent_channels", "vae_scale_factor"):
-            if getattr(self, key) < 1:
-                out.append((key, f"an integer >= 1, got {getattr(self, key)}"))
+        bounds = {"num_steps": MAX_STEPS, "width": MAX_SIDE_PX, "height": MAX_SIDE_PX,
+                  "latent_channels": MAX_LATENT_CHANNELS, "vae_scale_factor": MAX_VAE_SCALE}
+        for key, most in bounds.items():
+            if not 1 <= getattr(self, key) <= most:
+                out.append((key, f"an integer in 1..{most}, got {getattr(self, key)}"))
         if self.latent_dtype_bytes not in (1, 2, 4):
             out.append(("latent_dtype_bytes", f"1, 2 or 4, got {self.latent_dtype_bytes}"))
         return out
@@ -102,10 +115,12 @@ class CacheConfig:
             out.append(("retrieval", f"one of {names}, got {self.retrieval!r}"))
         if self.capacity_noises is None and self.capacity_bytes is None:
             out.append(("capacity_noises", "capacity_noises or capacity_bytes to be set"))
-        for key in ("capacity_noises", "capacity_bytes"):
+        for key, most in (("capacity_noises", MAX_CAPACITY_NOISES), ("capacity_bytes", MAX_CAPACITY_BYTES)):
             value = getattr(self, key)
             if value is not None and value <= 0:
                 out.append((key, f"a positive integer or null, got {value}"))
+            elif value is not None and value > most:
+                out.append((key, f"at most {most} (2**{most.bit_length() - 1}), got {value}"))
         if not self.ks or any(k < 1 for k in self.ks) or len(set(self.ks)) != len(self.ks):
             out.append(("ks", f"distinct positive integers, got {list(self.ks)}"))
         why = check_table([(t.above, t.k) for t in self.thresholds], self.ks)
@@ -128,8 +143,10 @@ class GpuPool:
         out: Problems = []
         if self.count < 1:
             out.append(("count", f"an integer >= 1, got {self.count}"))
-        if self.max_batch is not None and self.max_batch < 1:
-            out.append(("max_batch", f"an integer >= 1 or null, got {self.max_batch}"))
+        elif self.count > MAX_GPUS_PER_POOL:
+            out.append(("count", f"at most {MAX_GPUS_PER_POOL} GPUs per pool, got {self.count}"))
+        if self.max_batch is not None and not 1 <= self.max_batch <= MAX_BATCH:
+            out.append(("max_batch", f"an integer in 1..{MAX_BATCH} or null, got {self.max_batch}"))
         return out
 
 
@@ -159,6 +176,8 @@ class HardwareConfig:
             out.append(("routing", f"one of {', '.join(ROUTERS.names())}, got {self.routing!r}"))
         if self.max_batch < 1:
             out.append(("max_batch", f"an integer >= 1, got {self.max_batch}"))
+        elif self.max_batch > MAX_BATCH:
+            out.append(("max_batch", f"an integer in 1..{MAX_BATCH}, got {self.max_batch}"))
         if not self.batch_window_s >= 0:
             out.append(("batch_window_s", f"a number >= 0, got {self.batch_window_s}"))
         if not self.step_jitter_cv >= 0:
@@ -204,9 +223,16 @@ class RunConfig:
     quality: QualityConfig = field(default_factory=QualityConfig)
 
     def problems(self) -> Problems:
-        if not self.name or "/" in self.name:
-            return [("name", f"a non-empty name without '/', got {self.name!r}")]
-        return []
+        out: Problems = []
+        if not self.name or "/" in self.name or self.name in (".", "..") or "\0" in self.name:
+            out.append(("name", f"a non-empty name without '/', got {self.name!r}"))
+        if self.seed < 0:
+            out.append(("seed", f"an integer >= 0, got {self.seed}"))
+        # K is the number of steps a hit skips: K >= N would leave nothing to run (service time 0).
+        too_big = [k for k in self.cache.ks if k >= self.model.num_steps]
+        if too_big:
+            out.append(("cache.ks", f"every K below model.num_steps = {self.model.num_steps}, got {too_big[0]}"))
+        return out
 
 
 @dataclass(frozen=True)

@@ -220,8 +220,12 @@ class VectorConfig:
 
 @dataclass(frozen=True)
 class SynthConfig:
-    #: real prompt pool and cluster links (NIRVANA's production log); resolved like sim.paths.resolve
-    calibration: str = "../shared/data/clip_pairs_calibration.csv"
+    #: text mode: the real prompt pool and its clusters, built from NIRVANA's production log by
+    #: `python -m sim trace build-pool` (committed; resolved like sim.paths.resolve)
+    pool: str = "traces/pool/prompts.parquet"
+    #: text mode, alternative: the log CSV itself (../shared/data/clip_pairs_calibration.csv), clustered
+    #: at popularity.link_above; when set, ``pool`` is not read
+    calibration: str | None = None
     arrivals: ArrivalConfig = field(default_factory=ArrivalConfig)
     sessions: SessionConfig = field(default_factory=SessionConfig)
     users: UserConfig = field(default_factory=UserConfig)
