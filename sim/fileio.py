@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -132,24 +132,45 @@ def read_yaml_mapping(file: Path, what: str, error: type[SimError], shown: str |
     return data
 
 
-def check_output_dir(path: Path) -> None:
-    """Check, without creating anything, that folder ``path`` could be created or written: not empty,
-    no file on the way, a writable existing ancestor, no name too long. Raises InputError naming it."""
-    if str(path) in ("", "."):
+def check_output_dir(path: Path | str) -> None:
+    """Check, without creating anything, that folder ``path`` could be created or written: not empty
+    (pass the user's string: ``Path("")`` is "."), no file on the way, a writable existing ancestor,
+    no name too long. Raises InputError naming it."""
+    if not str(path).strip():
         raise InputError("--out: empty path (name an output folder)")
+    path = Path(path)
     limit = os.pathconf("/", "PC_NAME_MAX") if hasattr(os, "pathconf") else 255
     for part in path.parts:
         if len(part.encode("utf-8", "surrogateescape")) > limit:
             raise InputError(f"{path}: name too long ({part[:40]}...: over {limit} bytes)")
-    if path.exists() and not path.is_dir():
-        raise InputError(f"{path}: exists and is not a folder")
-    ancestor = path.absolute()
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise InputError(f"{path}: {ancestor} is a file, not a folder")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise InputError(f"{path}: cannot write in {ancestor} (permission denied)")
+    try:
+        if path.exists() and not path.is_dir():
+            raise InputError(f"{path}: exists and is not a folder")
+        ancestor = path.absolute()
+        while not os.path.lexists(ancestor):
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            raise InputError(f"{path}: {ancestor} is a file, not a folder")
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            raise InputError(f"{path}: cannot write in {ancestor} (permission denied)")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot create this folder ({os_reason(exc)})") from None
+
+
+def check_output_file(out: Path, inputs: Sequence[Path] = (), flag: str = "--out") -> None:
+    """Check that file ``out`` could be written without touching an input: not empty, not a folder,
+    not one of ``inputs`` (or a file written beside them), in a folder that could be created."""
+    if str(out).strip() in ("", "."):
+        raise InputError(f"{flag}: empty path (name the file to write)")
+    try:
+        if out.is_dir():
+            raise InputError(f"{out}: is a folder, expected a file path to write ({flag})")
+    except OSError as exc:
+        raise InputError(f"{out}: cannot write ({os_reason(exc)})") from None
+    for src in inputs:
+        if same_file(src, out):
+            raise InputError(f"{flag} {out}: is one of the command's inputs ({src}); choose another path")
+    check_output_dir(out.parent if str(out.parent) not in ("", ".") else Path.cwd())
 
 
 @contextmanager

@@ -13,20 +13,20 @@ import yaml
 from sim.cache.kselect import DEFAULT_KS, DEFAULT_THRESHOLDS, check_table
 from sim.errors import ConfigError
 from sim.fileio import read_yaml_mapping
+from sim.limits import (
+    MAX_BATCH,
+    MAX_CAPACITY_BYTES,
+    MAX_CAPACITY_NOISES,
+    MAX_GPUS_PER_POOL,
+    MAX_LATENT_CHANNELS,
+    MAX_SIDE_PX,
+    MAX_STEPS,
+    MAX_VAE_SCALE,
+)
 from sim.schema import build, set_dotted, to_data
 
 Problems = list[tuple[str, str]]
 
-# Sensible bounds (README, "Writing an experiment"): far above any real deployment, low enough that a
-# typo (1e9 GPUs, a 2**40-pixel image) is an error instead of exhausted memory or an overflow.
-MAX_SIDE_PX = 16_384
-MAX_STEPS = 10_000
-MAX_GPUS_PER_POOL = 100_000
-MAX_BATCH = 4_096
-MAX_CAPACITY_NOISES = 2**40
-MAX_CAPACITY_BYTES = 2**60
-MAX_LATENT_CHANNELS = 1_024
-MAX_VAE_SCALE = 1_024
 
 
 @dataclass(frozen=True)
