@@ -33,6 +33,10 @@ def check_run_flags(args: argparse.Namespace) -> None:
         raise ConfigError("--resume and --overwrite: choose one (keep finished runs, or replace the folder)")
     if args.out is not None and not args.out.strip():
         raise ConfigError("--out: expected an output folder, got an empty path")
+    if args.out is not None:
+        from sim.fileio import check_output_dir
+
+        check_output_dir(args.out)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

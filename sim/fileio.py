@@ -145,7 +145,7 @@ def check_output_dir(path: Path | str) -> None:
             raise InputError(f"{path}: name too long ({part[:40]}...: over {limit} bytes)")
     try:
         if path.exists() and not path.is_dir():
-            raise InputError(f"{path}: exists and is not a folder")
+            raise InputError(f"{path}: is a file, not a folder")
         ancestor = path.absolute()
         while not os.path.lexists(ancestor):
             ancestor = ancestor.parent

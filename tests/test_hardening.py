@@ -62,7 +62,7 @@ def test_output_dir_checks(tmp_path: Path) -> None:
         check_output_dir("")
     with pytest.raises(InputError, match=r"file/sub: .*file is a file, not a folder"):
         check_output_dir(tmp_path / "file" / "sub")
-    with pytest.raises(InputError, match=r"file: exists and is not a folder"):
+    with pytest.raises(InputError, match=r"file: is a file, not a folder"):
         check_output_dir(tmp_path / "file")
     with pytest.raises(InputError, match=r"name too long"):
         check_output_dir(tmp_path / ("n" * 300))

@@ -12,7 +12,7 @@ import yaml
 
 from sim.cache.kselect import DEFAULT_KS, DEFAULT_THRESHOLDS, check_table
 from sim.errors import ConfigError
-from sim.fileio import read_yaml_mapping
+from sim.fileio import parse_yaml, read_yaml_mapping
 from sim.limits import (
     MAX_BATCH,
     MAX_CAPACITY_BYTES,
@@ -272,9 +272,10 @@ def parse_overrides(pairs: list[str]) -> list[tuple[str, Any]]:
         if not sep or not key:
             raise ConfigError(f"--set {pair!r}: expected KEY=VALUE with a dotted key")
         try:
-            value = yaml.safe_load(raw)
+            value = parse_yaml(raw)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({exc})") from None
+            why = " ".join(str(exc).split())
+            raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({why})") from None
         out.append((key, value))
     return out
 

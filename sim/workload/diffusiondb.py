@@ -314,8 +314,8 @@ def import_diffusiondb(src: Path, out: Path, *, start: str | None = None, end: s
     t0, t1 = _parse_time(start, "--start"), _parse_time(end, "--end")
     if limit is not None and limit < 1:
         raise InputError(f"--limit: expected a positive number of requests, got {limit}")
-    report_path = out.with_name(out.name.removesuffix(".parquet") + ".import.json")
     check_output_file(out, [src])
+    report_path = out.with_name(out.name.removesuffix(".parquet") + ".import.json")
     check_output_file(report_path, [src], flag="--out (its .import.json report)")
     check_output_file(embeddings_path(out), [src], flag="--out (its embeddings)")
     pf = open_metadata(src)

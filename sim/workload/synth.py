@@ -306,6 +306,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 def _cmd(args: argparse.Namespace) -> int:
     if args.requests < 1:
         raise ConfigError(f"--requests: expected an integer >= 1, got {args.requests}")
+    if not args.out.strip():
+        raise ConfigError("--out: expected a trace file path, got an empty path")
     cfg = load_synth_config(args.config)
     cache = DEFAULT_CACHE if args.cache_dir is None else (Path(args.cache_dir) if args.cache_dir else None)
     out = Path(args.out)

@@ -91,6 +91,10 @@ def read_parquet(file: Path, what: str, shown: str | Path | None = None) -> pa.T
     try:
         if file.is_dir():
             raise InputError(f"{name}: is a directory, expected a {what} parquet file")
+        names = pq.read_schema(file).names
+        dup = sorted({c for c in names if names.count(c) > 1})
+        if dup:
+            raise InputError(f"{file}: column '{dup[0]}' appears more than once")
         table = pq.read_table(file)
     except FileNotFoundError:
         raise InputError(f"{name}: {what} not found") from None
@@ -100,9 +104,6 @@ def read_parquet(file: Path, what: str, shown: str | Path | None = None) -> pa.T
         raise InputError(f"{file}: not a readable parquet file ({_short(exc)})") from None
     except pa.ArrowException as exc:
         raise InputError(f"{file}: not a readable parquet file ({_short(exc)})") from None
-    dup = sorted({c for c in table.column_names if table.column_names.count(c) > 1})
-    if dup:
-        raise InputError(f"{file}: column '{dup[0]}' appears more than once")
     return table
 
 
