@@ -747,11 +747,17 @@ def synth_cases() -> list[Case]:
         ("calibration-missing", "calibration: nowhere.csv\n", "nowhere.csv"),
         ("probability-above-1", "repeats:\n  share: 1.5\n", "repeats.share"),
         ("not-mapping", "- 1\n", "synth.yaml"),
+        ("users-1e12", "users:\n  num_users: 1000000000000\n", "users.num_users"),
+        ("clusters-times-dim", "vectors:\n  num_clusters: 100000000\n", "vectors.num_clusters"),
+        ("dim-huge", "vectors:\n  dim: 100000\n", "vectors.dim"),
+        ("session-cap-huge", "sessions:\n  max_requests: 1000000000\n", "sessions.max_requests"),
+        ("edits-too-many", "starts:\n  personalise_edits: 1000\n", "starts.personalise_edits"),
     ]
     cases = [Case("synth", label, _synth(text, "--no-embed"), what, out=_synth_out) for label, text, what in cfgs]
     cases += [
         Case("synth", "requests-zero", _synth(None, requests="0"), "--requests", out=_synth_out),
         Case("synth", "requests-negative", _synth(None, requests="-5"), "--requests", out=_synth_out),
+        Case("synth", "requests-1e12", _synth(None, requests="1000000000000"), "--requests", out=_synth_out),
         Case("synth", "requests-text", _synth(None, requests="many"), "--requests", out=_synth_out),
         Case("synth", "mode-bad", _synth(None, "--mode", "pictures"), "--mode", out=_synth_out),
         Case("synth", "config-missing", lambda c: [*_synth(None)(c), "--config", str(c.tmp / "no.yaml")], "no.yaml",

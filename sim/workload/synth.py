@@ -30,7 +30,14 @@ from sim.fileio import check_output_file, writing
 from sim.paths import resolve
 from sim.rng import rng_stream
 from sim.workload.embed import DEFAULT_CACHE, embed_trace
-from sim.workload.synth_config import SECONDS_PER_DAY, SynthConfig, VectorConfig, config_data, load_synth_config
+from sim.workload.synth_config import (
+    MAX_REQUESTS,
+    SECONDS_PER_DAY,
+    SynthConfig,
+    VectorConfig,
+    config_data,
+    load_synth_config,
+)
 from sim.workload.synth_skeleton import (
     KIND_NAMES,
     REFINE,
@@ -304,8 +311,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    if args.requests < 1:
-        raise ConfigError(f"--requests: expected an integer >= 1, got {args.requests}")
+    if not 1 <= args.requests <= MAX_REQUESTS:
+        raise ConfigError(f"--requests: expected an integer in 1..{MAX_REQUESTS}, got {args.requests}")
     if not args.out.strip():
         raise ConfigError("--out: expected a trace file path, got an empty path")
     cfg = load_synth_config(args.config)

@@ -83,8 +83,9 @@ def _column(table: pa.Table, name: str, dtype: pa.DataType, file: Path) -> pa.Ch
     return col
 
 
-def read_parquet(file: Path, what: str, shown: str | Path | None = None) -> pa.Table:
-    """The table in one parquet file; every file-level problem is an InputError naming the file."""
+def read_parquet(file: Path, what: str, shown: str | Path | None = None, columns: list[str] | None = None
+                 ) -> pa.Table:
+    """The table (or ``columns``) in one parquet file; every file-level problem is an InputError naming the file."""
     name = shown if shown is not None else file
     if str(file) in ("", "."):
         raise InputError(f"{what}: empty path")
@@ -95,9 +96,12 @@ def read_parquet(file: Path, what: str, shown: str | Path | None = None) -> pa.T
         dup = sorted({c for c in names if names.count(c) > 1})
         if dup:
             raise InputError(f"{file}: column '{dup[0]}' appears more than once")
-        table = pq.read_table(file)
+        missing = [c for c in columns or () if c not in names]
+        if missing:
+            raise InputError(f"{file}: missing column '{missing[0]}' (has {names})")
+        table = pq.read_table(file, columns=columns)
     except FileNotFoundError:
-        raise InputError(f"{name}: {what} not found") from None
+        raise InputError(f"{name}: {what} file not found") from None
     except OSError as exc:
         if exc.errno is not None:
             raise InputError(f"{name}: cannot read the {what} ({os_reason(exc)})") from None
