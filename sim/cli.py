@@ -4,25 +4,47 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
+import typing
 from pathlib import Path
 
 from sim.errors import ConfigError, SimError
 
 # Modules that each add subcommands with `add_cli(subparsers)`; they import heavy libraries
 # (torch, diffusers) inside their command functions only, so `--help` stays fast.
-TRACE_COMMANDS = ("sim.workload.tiny", "sim.workload.embed", "sim.workload.simmap",
+TRACE_COMMANDS = ("sim.workload.tiny", "sim.workload.pool", "sim.workload.embed", "sim.workload.simmap",
                   "sim.workload.diffusiondb", "sim.workload.stats", "sim.workload.synth")
 PROFILE_COMMANDS = ("sim.profiling.host", "sim.profiling.latency", "sim.profiling.quality")
 EMBED_COMMANDS = ("sim.workload.simeval",)
+
+
+def max_jobs() -> int:
+    """The most parallel runs `--jobs` accepts: 4 per core (more only thrashes and can exhaust memory)."""
+    return 4 * (os.cpu_count() or 1)
+
+
+def check_run_flags(args: argparse.Namespace) -> None:
+    """Flag combinations that make no sense, refused before anything is read or written."""
+    if not 1 <= args.jobs <= max_jobs():
+        raise ConfigError(f"--jobs: expected an integer in 1..{max_jobs()} (4 x {os.cpu_count()} cores), "
+                          f"got {args.jobs}")
+    if args.resume and args.overwrite:
+        raise ConfigError("--resume and --overwrite: choose one (keep finished runs, or replace the folder)")
+    if args.out is not None and not args.out.strip():
+        raise ConfigError("--out: expected an output folder, got an empty path")
+    if args.out is not None:
+        from sim.fileio import check_output_dir
+
+        check_output_dir(args.out)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from sim.experiments.config import MAX_POINTS, load_experiment, parse_overrides
     from sim.experiments.runner import run_experiment
 
-    if args.out is not None and not args.out.strip():
-        raise ConfigError("--out: expected a folder path, got an empty string")
+    check_run_flags(args)
     experiment = load_experiment(args.experiment, parse_overrides(args.set or []),
                                  max_points=None if args.yes else MAX_POINTS)
     out = Path(args.out) if args.out else Path("results") / experiment.base.name
@@ -47,8 +69,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (`error: python -m sim run: argument --jobs: ...`), exit code 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"error: {self.prog}: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m sim", description=__doc__)
+    parser = _Parser(prog="python -m sim", description=__doc__)
+    parser.add_argument("--debug", action="store_true",
+                        help="show the Python traceback of an unexpected error (a bug) instead of one line")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run an experiment YAML (one run or a sweep)",
@@ -94,12 +125,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 success, 2 bad input (one line naming the file, key or flag), 1 an unexpected
+    error (a bug: one line, or the traceback with --debug), 130 interrupted."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
     except SimError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished runs are kept; rerun with --resume", file=sys.stderr)
         return 130
+    except Exception as exc:  # the last guard: every known input problem is a SimError above
+        if args.debug:
+            traceback.print_exc()
+        else:
+            print(f"error: unexpected {type(exc).__name__}: {_one_line(str(exc))} "
+                  "(rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split()) if "\n" in message or "\r" in message else message

@@ -1,9 +1,10 @@
-"""File helpers shared by loaders and writers: strict YAML mapping reads and atomic writes."""
+"""File helpers shared by loaders and writers: strict YAML mapping reads, output-path checks and atomic writes."""
 
 from __future__ import annotations
 
+import errno
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -12,54 +13,193 @@ import yaml
 
 from sim.errors import InputError, SimError
 
+#: nesting deeper than this is not a config: reject it before the YAML parser recurses
+MAX_YAML_DEPTH = 64
+#: YAML files larger than this are not configs or profiles (a trace given as YAML, say)
+MAX_YAML_BYTES = 64 * 1024 * 1024
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that rejects a key repeated in one mapping (PyYAML silently keeps the last)."""
+
+
+def _mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            hash(key)
+        except TypeError:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"unhashable key {key!r}", key_node.start_mark) from None
+        if key in seen:
+            raise _DuplicateKey(key, key_node.start_mark.line + 1, seen[key])
+        seen[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, line: int, first_line: int) -> None:
+        super().__init__(f"duplicate key {key!r} on line {line} (first on line {first_line})")
+        self.key, self.line, self.first_line = key, line, first_line
+
+
+def _depth(text: str) -> int:
+    """An upper bound on flow/block nesting (brackets and indentation), cheap and recursion-free."""
+    deepest = depth = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth = max(depth - 1, 0)
+    indent = max((len(line) - len(line.lstrip(" ")) for line in text.splitlines()), default=0)
+    return max(deepest, indent // 2)
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse YAML strictly: duplicate keys and absurd nesting raise ``yaml.YAMLError``."""
+    if _depth(text) > MAX_YAML_DEPTH:
+        raise yaml.YAMLError(f"nested deeper than {MAX_YAML_DEPTH} levels")
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: no arbitrary objects
+    except RecursionError:
+        raise yaml.YAMLError(f"nested deeper than {MAX_YAML_DEPTH} levels") from None
+
+
+def os_reason(exc: OSError) -> str:
+    """A short, stable reason for an OSError (no errno numbers, no repeated path)."""
+    return {
+        errno.ENOENT: "not found",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "permission denied",
+        errno.EISDIR: "is a directory",
+        errno.ENOTDIR: "a component of the path is a file, not a folder",
+        errno.ENAMETOOLONG: "name too long",
+        errno.ENOSPC: "no space left on the device",
+        errno.EDQUOT: "disk quota exceeded",
+        errno.EROFS: "read-only file system",
+        errno.ELOOP: "too many symbolic links",
+    }.get(exc.errno or 0, exc.strerror or type(exc).__name__)
+
+
+def read_text_file(file: Path, what: str, error: type[SimError], shown: str | Path | None = None) -> str:
+    """The UTF-8 text of ``file``; every file-level problem raises ``error`` naming the file."""
+    name = shown if shown is not None else file
+    if str(file) in ("", "."):
+        raise error(f"{what}: empty path")
+    try:
+        if file.is_dir():
+            raise error(f"{name}: is a directory, expected a {what} file")
+        size = file.stat().st_size
+        if size > MAX_YAML_BYTES:
+            raise error(f"{name}: {size} bytes, too large for a {what} file")
+        raw = file.read_bytes()
+    except FileNotFoundError:
+        raise error(f"{name}: {what} not found") from None
+    except OSError as exc:
+        raise error(f"{name}: cannot read the {what} ({os_reason(exc)})") from None
+    if b"\0" in raw[:8192] or raw.startswith(b"PAR1"):
+        raise error(f"{name}: a binary file, expected a YAML {what}")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(f"{name}: not UTF-8 text (byte {exc.start}), expected a YAML {what}") from None
+
 
 def read_yaml_mapping(file: Path, what: str, error: type[SimError], shown: str | Path | None = None) -> dict[str, Any]:
-    """The YAML mapping in ``file``; a missing file, bad YAML or another top-level type raise ``error``
-    naming the file (``shown``: how to name it when not found, e.g. the path as the user wrote it)."""
+    """The YAML mapping in ``file``; a missing, unreadable or binary file, bad YAML, a duplicate key or
+    another top-level type raise ``error`` naming the file (``shown``: how to name it when not found,
+    e.g. the path as the user wrote it)."""
+    text = read_text_file(file, what, error, shown)
     try:
-        data = yaml.safe_load(file.read_text())
-    except FileNotFoundError:
-        raise error(f"{shown if shown is not None else file}: {what} not found") from None
+        data = parse_yaml(text)
+    except _DuplicateKey as exc:
+        raise error(f"{file}: line {exc.line}: duplicate key {exc.key!r} (first on line {exc.first_line})") from None
     except yaml.YAMLError as exc:
-        raise error(f"{file}: not valid YAML ({exc})") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise error(f"{file}: not valid YAML ({where}{problem})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise error(f"{file}: expected a mapping at the top level")
+        raise error(f"{file}: expected a mapping at the top level, got {type(data).__name__}")
     return data
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write beside ``path`` and rename over it: readers see the old file or the whole new one."""
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def check_output_dir(path: Path) -> None:
-    """Refuse an output folder that cannot be created or written, before anything is computed:
-    an empty path, a path under a file, a name too long, or a parent we may not write in."""
+def check_output_dir(path: Path | str) -> None:
+    """Check, without creating anything, that folder ``path`` could be created or written: not empty
+    (pass the user's string: ``Path("")`` is "."), no file on the way, a writable existing ancestor,
+    no name too long. Raises InputError naming it."""
+    if not str(path).strip():
+        raise InputError("--out: empty path (name an output folder)")
+    path = Path(path)
+    limit = os.pathconf("/", "PC_NAME_MAX") if hasattr(os, "pathconf") else 255
+    for part in path.parts:
+        if len(part.encode("utf-8", "surrogateescape")) > limit:
+            raise InputError(f"{path}: name too long ({part[:40]}...: over {limit} bytes)")
     try:
         if path.exists() and not path.is_dir():
-            raise InputError(f"{path}: output path exists and is not a folder")
-        ancestor = path
-        while not ancestor.exists():
-            if len(ancestor.name.encode()) > 255:
-                raise InputError(f"{path}: name too long ({len(ancestor.name.encode())} bytes; at most 255)")
+            raise InputError(f"{path}: is a file, not a folder")
+        ancestor = path.absolute()
+        while not os.path.lexists(ancestor):
             ancestor = ancestor.parent
-    except OSError as exc:  # e.g. ENAMETOOLONG from stat
-        raise InputError(f"{path}: not a usable output path ({exc.strerror or exc})") from None
-    if not ancestor.is_dir():
-        raise InputError(f"{path}: cannot create a folder under {ancestor}, which is a file")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise InputError(f"{path}: no permission to write in {ancestor}")
+        if not ancestor.is_dir():
+            raise InputError(f"{path}: {ancestor} is a file, not a folder")
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            raise InputError(f"{path}: cannot write in {ancestor} (permission denied)")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot create this folder ({os_reason(exc)})") from None
+
+
+def check_output_file(out: Path, inputs: Sequence[Path] = (), flag: str = "--out") -> None:
+    """Check that file ``out`` could be written without touching an input: not empty, not a folder,
+    not one of ``inputs`` (or a file written beside them), in a folder that could be created."""
+    if str(out).strip() in ("", "."):
+        raise InputError(f"{flag}: empty path (name the file to write)")
+    try:
+        if out.is_dir():
+            raise InputError(f"{out}: is a folder, expected a file path to write ({flag})")
+    except OSError as exc:
+        raise InputError(f"{out}: cannot write ({os_reason(exc)})") from None
+    for src in inputs:
+        if same_file(src, out):
+            raise InputError(f"{flag} {out}: is one of the command's inputs ({src}); choose another path")
+    check_output_dir(out.parent if str(out.parent) not in ("", ".") else Path.cwd())
 
 
 @contextmanager
-def writing(path: Path) -> Iterator[None]:
-    """Turn an operating-system failure while writing ``path`` (disk full, permission, name too long)
-    into one line naming it."""
+def writing(path: Path | str) -> Iterator[None]:
+    """Turn an OSError raised while writing ``path`` (disk full, permission denied, a name too long,
+    a file where a folder should be) into an InputError naming the file."""
     try:
         yield
     except OSError as exc:
-        raise InputError(f"{exc.filename or path}: cannot write ({exc.strerror or exc})") from None
+        raise InputError(f"{path}: cannot write ({os_reason(exc)})") from None
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write beside ``path`` and rename over it: readers see the old file or the whole new one.
+    A failed write leaves no ``.partial`` behind and raises InputError naming ``path``."""
+    tmp = path.with_name(path.name + ".partial")
+    with writing(path):
+        try:
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (an existing file, or the same absolute path)."""
+    try:
+        if a.exists() and b.exists():
+            return a.samefile(b)
+    except OSError:
+        pass
+    return a.absolute() == b.absolute()

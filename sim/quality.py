@@ -15,8 +15,20 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sim.errors import InputError
-from sim.profile_io import profile_number, read_profile
+from sim.profile_io import check_fields, profile_number, read_profile
 from sim.scenario.records import OUTCOMES
+
+#: relative quality is a ratio to generating from scratch: above 0, and a cached start that beats
+#: scratch by more than half is a measurement or typing error (1.5 = 150%)
+MAX_RELATIVE = 1.5
+CELL_FIELDS = ("k", "similarity", "pairs", "mean", "relative")
+
+
+def relative_quality(file: Any, where: str, value: Any) -> float:
+    q = profile_number(file, where, value)
+    if not 0 < q <= MAX_RELATIVE:
+        raise InputError(f"{file}: field '{where}': expected a relative quality in (0, {MAX_RELATIVE}], got {q}")
+    return q
 
 
 @dataclass(frozen=True)
@@ -61,7 +73,7 @@ def load_quality(path: str, ks: Sequence[int]) -> QualityModel:
     for name, value in raw_outcomes.items():
         if name not in OUTCOMES:
             raise InputError(f"{file}: field 'by_outcome.{name}': unknown outcome; known: {', '.join(OUTCOMES)}")
-        by_outcome[str(name)] = profile_number(file, f"by_outcome.{name}", value)
+        by_outcome[str(name)] = relative_quality(file, f"by_outcome.{name}", value)
     by_k_raw = data.get("by_k")
     if not isinstance(by_k_raw, dict):
         raise InputError(f"{file}: field 'by_k': expected a mapping of K -> relative quality")
@@ -69,18 +81,22 @@ def load_quality(path: str, ks: Sequence[int]) -> QualityModel:
     for k in (0, *ks):
         if k not in by_k_raw or by_k_raw[k] is None:
             raise InputError(f"{file}: field 'by_k': no value for K={k} (has {sorted(by_k_raw)})")
-        by_k[k] = profile_number(file, f"by_k.{k}", by_k_raw[k])
-    metric = str(data.get("metric", "relative_quality"))
+        by_k[k] = relative_quality(file, f"by_k.{k}", by_k_raw[k])
+    metric = data.get("metric", "relative_quality")
+    if not isinstance(metric, str) or not metric.startswith("relative_"):
+        raise InputError(f"{file}: field 'metric': expected relative_<score name>, got {metric!r}")
     rows = data.get("by_k_bin")
     if rows is None:
         return QualityModel(str(file), metric, by_k, by_outcome=by_outcome)
+    if not isinstance(rows, list):
+        raise InputError(f"{file}: field 'by_k_bin': expected a list of cells")
     bins = data.get("bins")
     numeric = isinstance(bins, list) and all(
         isinstance(b, int | float) and not isinstance(b, bool) and math.isfinite(b) for b in bins
     )
     edges = tuple(float(b) for b in bins) if numeric and isinstance(bins, list) else ()
-    if len(edges) < 2 or any(hi <= lo for lo, hi in itertools.pairwise(edges)):
-        raise InputError(f"{file}: field 'bins': expected at least two strictly increasing similarity edges")
+    if len(edges) < 2 or any(hi <= lo for lo, hi in itertools.pairwise(edges)) or not -1 <= edges[0] < edges[-1] <= 1:
+        raise InputError(f"{file}: field 'bins': expected at least two strictly increasing similarity edges in [-1, 1]")
     primary = metric.removeprefix("relative_")
     cells: dict[tuple[int, int], float] = {}
     for i, row in enumerate(rows):
@@ -94,10 +110,17 @@ def _cell(file: Any, i: int, row: Any, edges: tuple[float, ...], primary: str) -
     where = f"by_k_bin[{i}]"
     if not isinstance(row, dict) or "k" not in row or "similarity" not in row:
         raise InputError(f"{file}: field '{where}': expected a mapping with k, similarity, relative")
+    check_fields(file, where, row, CELL_FIELDS)
+    k = row["k"]
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise InputError(f"{file}: field '{where}.k': expected an integer >= 0, got {k!r}")
     lo = row["similarity"][0] if isinstance(row["similarity"], list) and row["similarity"] else None
-    if lo not in edges[:-1]:
+    if isinstance(lo, bool) or not isinstance(lo, int | float) or lo not in edges[:-1]:
         raise InputError(f"{file}: field '{where}.similarity': its lower edge {lo!r} is not one of 'bins'")
-    value = (row.get("relative") or {}).get(primary)
+    relative = row.get("relative") or {}
+    if not isinstance(relative, dict):
+        raise InputError(f"{file}: field '{where}.relative': expected a mapping of score name -> ratio")
+    value = relative.get(primary)
     if value is None:  # a cell the profiler could not score (no pair in that bin)
         return None
-    return (int(row["k"]), edges.index(lo)), profile_number(file, f"{where}.relative.{primary}", value)
+    return (k, edges.index(lo)), relative_quality(file, f"{where}.relative.{primary}", value)

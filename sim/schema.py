@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, TypeVar, get_args, get_origin, get_type_hints
@@ -10,6 +11,10 @@ from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 from sim.errors import ConfigError
 
 T = TypeVar("T")
+
+#: integers in configs must fit a signed 64-bit integer (numpy, parquet and SeedSequence limits);
+#: each key's own sensible bound is checked in its dataclass's ``problems()``
+INT_LIMIT = 2**63 - 1
 
 
 def _type_name(tp: Any) -> str:
@@ -30,6 +35,11 @@ def _type_name(tp: Any) -> str:
 
 
 def _convert(value: Any, tp: Any, path: str) -> Any:
+    # NaN compares false with every bound and infinity passes ">= 0": neither is a setting.
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{path}: expected a finite number, got {value}")
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT_LIMIT:
+        raise ConfigError(f"{path}: expected an integer of at most 2**63 - 1 in size, got {value}")
     origin = get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         for arg in get_args(tp):

@@ -57,7 +57,7 @@ def test_resume_overwrite_and_empty_out_are_refused(cli: Cli, tmp_path: Path) ->
     assert code == 2 and "--out" in err
     (tmp_path / "file").write_text("x")
     code, _, err = cli("run", exp, "--out", str(tmp_path / "file" / "sub"), *SMALL)
-    assert code == 2 and "which is a file" in err
+    assert code == 2 and "is a file, not a folder" in err
 
 
 def _sweep(cli: Cli, tmp_path: Path, out: Path, *extra: str) -> tuple[int, str]:

@@ -47,8 +47,8 @@ def test_top1_over_is_exact_and_honours_exclusions() -> None:
 
 
 def _write(path: Path, **fields: object) -> Path:
-    doc = {"kind": "similarity_map", "embedder": "e", "provenance": {"type": "measured"}, "x": [0.0, 1.0],
-           "y": [0.5, 1.0], **fields}
+    prov = {"type": "measured", "command": "fit", "date": "2026-12-01", "hardware": "cpu", "versions": {"numpy": "2"}}
+    doc = {"kind": "similarity_map", "embedder": "e", "provenance": prov, "x": [0.0, 1.0], "y": [0.5, 1.0], **fields}
     path.write_text(yaml.safe_dump(doc))
     return path
 
@@ -60,6 +60,12 @@ def _write(path: Path, **fields: object) -> Path:
         ({"x": [0.0, 0.0], "y": [0.1, 0.2]}, "strictly increasing x"),
         ({"x": [0.0, 1.0], "y": [0.5]}, "equal length"),
         ({"y": [0.5, float("nan")]}, "NaN or infinite"),
+        ({"y": [0.5, float("inf")]}, "NaN or infinite"),
+        ({"x": [0.0, 1.5]}, r"field 'x': knot 1\.5 is outside \[-1, 1\]"),
+        ({"x": [0.0, "high"]}, r"field 'x': expected a list of numbers"),
+        ({"provenance": {"type": "measured"}}, r"field 'provenance\.command': required"),
+        ({"provenance": None}, r"field 'provenance\.type': expected one of"),
+        ({"knots": 3}, r"field 'knots': unknown field"),
     ],
 )
 def test_bad_map_names_the_field(tmp_path: Path, fields: dict[str, object], message: str) -> None:

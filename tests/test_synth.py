@@ -20,7 +20,8 @@ from sim.workload.trace import embeddings_path, load_trace
 
 ROOT = Path(__file__).resolve().parent.parent
 CALIBRATION = ROOT.parent / "shared" / "data" / "clip_pairs_calibration.csv"
-needs_pool = pytest.mark.skipif(not CALIBRATION.is_file(), reason="needs ../shared/data/clip_pairs_calibration.csv")
+POOL = ROOT / "traces" / "pool" / "prompts.parquet"
+needs_pool = pytest.mark.skipif(not POOL.is_file(), reason="needs the committed traces/pool/prompts.parquet")
 
 
 def cfg_with(**sections: dict) -> SynthConfig:

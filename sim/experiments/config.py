@@ -12,10 +12,21 @@ import yaml
 
 from sim.cache.kselect import DEFAULT_KS, DEFAULT_THRESHOLDS, check_table
 from sim.errors import ConfigError
-from sim.fileio import read_yaml_mapping
+from sim.fileio import parse_yaml, read_yaml_mapping
+from sim.limits import (
+    MAX_BATCH,
+    MAX_CAPACITY_BYTES,
+    MAX_CAPACITY_NOISES,
+    MAX_GPUS_PER_POOL,
+    MAX_LATENT_CHANNELS,
+    MAX_SIDE_PX,
+    MAX_STEPS,
+    MAX_VAE_SCALE,
+)
 from sim.schema import build, set_dotted, to_data
 
 Problems = list[tuple[str, str]]
+
 
 
 @dataclass(frozen=True)
@@ -23,7 +34,7 @@ class TraceConfig:
     path: str = "traces/tiny/trace.parquet"
     #: simulated arrival = trace arrival x time_scale (0.5 replays twice as fast: double the load)
     time_scale: float = 1.0
-    #: replay only the first N requests
+    #: replay only the first N requests (a limit above the trace's length replays all of it)
     limit: int | None = None
 
     def problems(self) -> Problems:
@@ -51,9 +62,11 @@ class ModelConfig:
 
     def problems(self) -> Problems:
         out: Problems = []
-        for key in ("num_steps", "width", "height", "latent_channels", "vae_scale_factor"):
-            if getattr(self, key) < 1:
-                out.append((key, f"an integer >= 1, got {getattr(self, key)}"))
+        bounds = {"num_steps": MAX_STEPS, "width": MAX_SIDE_PX, "height": MAX_SIDE_PX,
+                  "latent_channels": MAX_LATENT_CHANNELS, "vae_scale_factor": MAX_VAE_SCALE}
+        for key, most in bounds.items():
+            if not 1 <= getattr(self, key) <= most:
+                out.append((key, f"an integer in 1..{most}, got {getattr(self, key)}"))
         if self.latent_dtype_bytes not in (1, 2, 4):
             out.append(("latent_dtype_bytes", f"1, 2 or 4, got {self.latent_dtype_bytes}"))
         return out
@@ -103,10 +116,12 @@ class CacheConfig:
             out.append(("retrieval", f"one of {names}, got {self.retrieval!r}"))
         if self.capacity_noises is None and self.capacity_bytes is None:
             out.append(("capacity_noises", "capacity_noises or capacity_bytes to be set"))
-        for key in ("capacity_noises", "capacity_bytes"):
+        for key, most in (("capacity_noises", MAX_CAPACITY_NOISES), ("capacity_bytes", MAX_CAPACITY_BYTES)):
             value = getattr(self, key)
             if value is not None and value <= 0:
                 out.append((key, f"a positive integer or null, got {value}"))
+            elif value is not None and value > most:
+                out.append((key, f"at most {most} (2**{most.bit_length() - 1}), got {value}"))
         if not self.ks or any(k < 1 for k in self.ks) or len(set(self.ks)) != len(self.ks):
             out.append(("ks", f"distinct positive integers, got {list(self.ks)}"))
         why = check_table([(t.above, t.k) for t in self.thresholds], self.ks)
@@ -129,8 +144,10 @@ class GpuPool:
         out: Problems = []
         if self.count < 1:
             out.append(("count", f"an integer >= 1, got {self.count}"))
-        if self.max_batch is not None and self.max_batch < 1:
-            out.append(("max_batch", f"an integer >= 1 or null, got {self.max_batch}"))
+        elif self.count > MAX_GPUS_PER_POOL:
+            out.append(("count", f"at most {MAX_GPUS_PER_POOL} GPUs per pool, got {self.count}"))
+        if self.max_batch is not None and not 1 <= self.max_batch <= MAX_BATCH:
+            out.append(("max_batch", f"an integer in 1..{MAX_BATCH} or null, got {self.max_batch}"))
         return out
 
 
@@ -158,6 +175,8 @@ class HardwareConfig:
             out.append(("routing", f"one of {', '.join(ROUTERS.names())}, got {self.routing!r}"))
         if self.max_batch < 1:
             out.append(("max_batch", f"an integer >= 1, got {self.max_batch}"))
+        elif self.max_batch > MAX_BATCH:
+            out.append(("max_batch", f"an integer in 1..{MAX_BATCH}, got {self.max_batch}"))
         if not self.batch_window_s >= 0:
             out.append(("batch_window_s", f"a number >= 0, got {self.batch_window_s}"))
         if not self.step_jitter_cv >= 0:
@@ -288,12 +307,19 @@ class RunConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     def problems(self) -> Problems:
-        if not self.name or "/" in self.name:
-            return [("name", f"a non-empty name without '/', got {self.name!r}")]
+        out: Problems = []
+        if not self.name or "/" in self.name or self.name in (".", "..") or "\0" in self.name:
+            out.append(("name", f"a non-empty name without '/', got {self.name!r}"))
+        if self.seed < 0:
+            out.append(("seed", f"an integer >= 0, got {self.seed}"))
+        # K is the number of steps a hit skips: K >= N would leave nothing to run (service time 0).
+        too_big = [k for k in self.cache.ks if k >= self.model.num_steps]
+        if too_big:
+            out.append(("cache.ks", f"every K below model.num_steps = {self.model.num_steps}, got {too_big[0]}"))
         if self.run.executor == "sequential" and (self.hardware.batch_window_s > 0 or self.hardware.step_jitter_cv > 0):
             key = "batch_window_s" if self.hardware.batch_window_s > 0 else "step_jitter_cv"
-            return [(f"hardware.{key}", "0 with run.executor sequential (it keeps no clock: no latencies to shape)")]
-        return []
+            out.append((f"hardware.{key}", "0 with run.executor sequential (it keeps no clock: no latencies to shape)"))
+        return out
 
 
 #: a sweep of more points than this needs an explicit yes (`python -m sim run --yes`)
@@ -372,9 +398,10 @@ def parse_overrides(pairs: list[str]) -> list[tuple[str, Any]]:
         if not sep or not key:
             raise ConfigError(f"--set {pair!r}: expected KEY=VALUE with a dotted key")
         try:
-            value = yaml.safe_load(raw)
+            value = parse_yaml(raw)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({exc})") from None
+            why = " ".join(str(exc).split())
+            raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({why})") from None
         out.append((key, value))
     return out
 

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sim.errors import InputError
-from sim.profile_io import profile_number, read_profile
+from sim.limits import MAX_BATCH
+from sim.profile_io import check_fields, profile_number, read_profile
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,9 @@ def load_latency_table(path: str, model: str, gpu: str, width: int, height: int)
         if key != (model, gpu, width, height):
             continue
         batch = row.get("batch", 1)
-        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-            raise InputError(f"{file}: field 'entries[{i}].batch': expected an integer >= 1, got {batch!r}")
+        if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= MAX_BATCH:
+            raise InputError(f"{file}: field 'entries[{i}].batch': expected an integer in 1..{MAX_BATCH}, "
+                             f"got {batch!r}")
         if batch in found:
             raise InputError(f"{file}: field 'entries[{i}]': batch {batch} of {model}/{gpu}/{width}x{height} twice")
         for optional in ("step_p50_s", "step_p99_s", "load_s"):
@@ -117,6 +119,9 @@ class StorageTier:
         return self.write_latency_s + num_bytes / self.write_bytes_per_s
 
 
+STORAGE_FIELDS = ("read_latency_s", "read_bytes_per_s", "write_latency_s", "write_bytes_per_s")
+
+
 def load_storage_tier(path: str, tier: str) -> StorageTier:
     file, data = read_profile(path, "storage")
     tiers = data.get("tiers")
@@ -124,12 +129,14 @@ def load_storage_tier(path: str, tier: str) -> StorageTier:
         raise InputError(f"{file}: field 'tiers': expected a mapping of tier name -> figures")
     if tier not in tiers:
         raise InputError(f"{file}: no tier {tier!r}; known: {', '.join(sorted(tiers))}")
+    for name, row in tiers.items():
+        if not isinstance(row, dict):
+            raise InputError(f"{file}: field 'tiers.{name}': expected a mapping")
+        check_fields(file, f"tiers.{name}", row, STORAGE_FIELDS)
     row = tiers[tier]
-    if not isinstance(row, dict):
-        raise InputError(f"{file}: field 'tiers.{tier}': expected a mapping")
     f = {
         name: profile_number(file, f"tiers.{tier}.{name}", row.get(name), positive=name.endswith("bytes_per_s"))
-        for name in ("read_latency_s", "read_bytes_per_s", "write_latency_s", "write_bytes_per_s")
+        for name in STORAGE_FIELDS
     }
     return StorageTier(**f)
 
@@ -187,6 +194,7 @@ def load_cost(path: str) -> Cost:
             where = f"{section}.{name}"
             if not isinstance(entry, dict):
                 raise InputError(f"{file}: field '{where}': expected a mapping with usd, source, date")
+            check_fields(file, where, entry, ("usd", "source", "date"))
             for key in ("source", "date"):
                 if not entry.get(key):
                     raise InputError(f"{file}: field '{where}.{key}': required (where and when the price was read)")

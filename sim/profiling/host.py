@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from sim.fileio import write_text_atomic
+from sim.errors import InputError
+from sim.fileio import check_output_dir, write_text_atomic, writing
 
 LATENT_SIZES = (32 * 1024, 128 * 1024, 512 * 1024, 2 * 1024 * 1024)
 SEARCH_SIZES = (1_000, 10_000, 50_000, 100_000)
@@ -123,7 +124,28 @@ def measure_embed(repeats: int) -> float:
     return _median_s(lambda: model.embed([next(it)]), repeats)
 
 
+def check_loadable(text: str, kind: str, tiers: Sequence[str] = ()) -> None:
+    """Load ``text`` with the simulator's own loader for ``kind``: a profile it would reject is never written."""
+    from sim.hardware.profiles import load_frontend, load_storage_tier
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"{kind}.yaml"
+        path.write_text(text, encoding="utf-8")
+        try:
+            if kind == "frontend":
+                load_frontend(str(path))
+            for tier in tiers:
+                load_storage_tier(str(path), tier)
+        except InputError as exc:
+            reason = str(exc).removeprefix(f"{path}: ")
+            raise InputError(f"profile host: the measured {kind} profile would be rejected by its loader "
+                             f"({reason}); nothing written") from None
+
+
 def profile_host(out_dir: Path, repeats: int = 200) -> list[Path]:
+    if repeats < 1:
+        raise InputError(f"--repeats: expected an integer >= 1, got {repeats}")
+    check_output_dir(out_dir)
     command = f"python -m sim profile host --out-dir {out_dir} --repeats {repeats}"
     embed_s = measure_embed(min(repeats, 100))
     base_s, per_vector_s = measure_search(repeats)
@@ -155,11 +177,16 @@ def profile_host(out_dir: Path, repeats: int = 200) -> list[Path]:
         ),
         "tiers": {name: {k: float(f"{v:.4g}") for k, v in t.items()} for name, t in tiers.items()},
     }
+    texts = {"frontend/cpu-minilm-numpy-measured.yaml": yaml.safe_dump(frontend, sort_keys=False),
+             "storage/local-measured.yaml": yaml.safe_dump(storage, sort_keys=False)}
+    check_loadable(texts["frontend/cpu-minilm-numpy-measured.yaml"], "frontend")
+    check_loadable(texts["storage/local-measured.yaml"], "storage", tuple(tiers))
     paths = []
-    for rel, data in (("frontend/cpu-minilm-numpy-measured.yaml", frontend), ("storage/local-measured.yaml", storage)):
+    for rel, text in texts.items():
         path = out_dir / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(path, yaml.safe_dump(data, sort_keys=False))
+        with writing(path.parent):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, text)
         paths.append(path)
     return paths
 

@@ -36,8 +36,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sim.errors import InputError
-from sim.fileio import write_text_atomic
-from sim.workload.trace import TRACE_SCHEMA
+from sim.fileio import check_output_file, os_reason, write_text_atomic, writing
+from sim.workload.trace import TRACE_SCHEMA, embeddings_path
 
 EXPECTED = {  # column -> the type DiffusionDB documents (used in error messages)
     "image_name": "string", "prompt": "string", "part_id": "uint16", "seed": "uint32", "step": "uint16",
@@ -76,13 +76,23 @@ def _type_ok(name: str, t: pa.DataType) -> bool:
 
 def open_metadata(path: Path) -> pq.ParquetFile:
     """Open a DiffusionDB metadata table; a missing column or a wrong type is an InputError naming it."""
+    if not str(path).strip() or str(path) == ".":
+        raise InputError("metadata: empty path (name DiffusionDB's metadata parquet file)")
     try:
+        if path.is_dir():
+            raise InputError(f"{path}: is a directory, expected DiffusionDB's metadata parquet file")
         # No pre-buffering: a 14M-row table may be one row group, and buffering it whole costs GBs.
         pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 23)
     except FileNotFoundError:
         raise InputError(f"{path}: DiffusionDB metadata file not found") from None
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise InputError(f"{path}: not a readable parquet file ({exc})") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, expected DiffusionDB's metadata parquet file") from None
+    except OSError as exc:
+        if exc.errno is not None:
+            raise InputError(f"{path}: cannot read ({os_reason(exc)})") from None
+        raise InputError(f"{path}: not a readable parquet file ({' '.join(str(exc).split())[:160]})") from None
+    except pa.ArrowException as exc:
+        raise InputError(f"{path}: not a readable parquet file ({' '.join(str(exc).split())[:160]})") from None
     schema = pf.schema_arrow
     for name, expected in EXPECTED.items():
         if name not in schema.names:
@@ -304,8 +314,15 @@ def import_diffusiondb(src: Path, out: Path, *, start: str | None = None, end: s
     t0, t1 = _parse_time(start, "--start"), _parse_time(end, "--end")
     if limit is not None and limit < 1:
         raise InputError(f"--limit: expected a positive number of requests, got {limit}")
+    check_output_file(out, [src])
+    report_path = out.with_name(out.name.removesuffix(".parquet") + ".import.json")
+    check_output_file(report_path, [src], flag="--out (its .import.json report)")
+    check_output_file(embeddings_path(out), [src], flag="--out (its embeddings)")
     pf = open_metadata(src)
-    counts, rows, minutes, hashes = _scan(pf, t0, t1, batch_rows, progress)
+    try:
+        counts, rows, minutes, hashes = _scan(pf, t0, t1, batch_rows, progress)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{src}: not a readable parquet file ({' '.join(str(exc).split())[:160]})") from None
     if len(rows) == 0:
         raise InputError(f"{src}: no rows left to import ({json.dumps(counts)})")
     first_rows, job_min, sizes = _group(rows, minutes, hashes, collapse)
@@ -322,7 +339,8 @@ def import_diffusiondb(src: Path, out: Path, *, start: str | None = None, end: s
 
     caveats = dict.fromkeys(("deleted_account_user", "null_user", "unknown_sampler_code", "null_sampler",
                              "invalid_size_or_steps_to_null", "timestamp_not_on_minute"), 0)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    with writing(out.parent):
+        out.parent.mkdir(parents=True, exist_ok=True)
     tmp_out = out.with_name(out.name + ".partial")
     written, merged, multi = 0, 0, 0
     ids: list[np.ndarray] = []
@@ -349,10 +367,19 @@ def import_diffusiondb(src: Path, out: Path, *, start: str | None = None, end: s
             name = _duplicate_name(tmp_out, {int(x) for x in uniq_ids[id_counts > 1]})
             raise InputError(f"{src}: column 'image_name': {name!r} appears in more than one job; "
                              "request ids must be unique")
+    except OSError as exc:
+        tmp_out.unlink(missing_ok=True)
+        if exc.errno is None:  # Arrow's read errors carry no errno: the metadata file is damaged
+            raise InputError(f"{src}: not a readable parquet file ({' '.join(str(exc).split())[:160]})") from None
+        raise InputError(f"{out}: cannot write ({os_reason(exc)})") from None
+    except pa.ArrowException as exc:
+        tmp_out.unlink(missing_ok=True)
+        raise InputError(f"{src}: not a readable parquet file ({' '.join(str(exc).split())[:160]})") from None
     except BaseException:
         tmp_out.unlink(missing_ok=True)
         raise
-    os.replace(tmp_out, out)
+    with writing(out):
+        os.replace(tmp_out, out)
 
     report = {
         "source": str(src), "output": str(out),
@@ -372,7 +399,6 @@ def import_diffusiondb(src: Path, out: Path, *, start: str | None = None, end: s
         "span_s": round(last_arrival - first_arrival, 3),
         "arrival": "arrival_s = (minute - origin minute) * 60 + 60 * (top 53 bits of SHA-1(image_name)) / 2**53",
     }
-    report_path = out.with_name(out.name.removesuffix(".parquet") + ".import.json")
     write_text_atomic(report_path, json.dumps(report, indent=2) + "\n")
     return report
 

@@ -23,7 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sim.errors import InputError, SimError
-from sim.workload.trace import embeddings_path, prompt_sha1, utf8_strings, write_embeddings
+from sim.fileio import writing
+from sim.workload.trace import embeddings_path, prompt_sha1, read_parquet, utf8_strings, write_embeddings
 
 DEFAULT_CACHE = Path(os.environ.get("NIRVANA_SIM_CACHE", Path.home() / ".cache" / "nirvana-sim")) / "embeddings"
 
@@ -120,12 +121,9 @@ def embed_prompts(prompts: list[str], embedder_name: str, cache_dir: Path | None
 
 def read_trace_prompts(trace: Path) -> list[str]:
     """The distinct prompts of a trace, in first-use order; bad rows are errors naming file and row."""
-    try:
-        prompts_col = pq.read_table(trace, columns=["prompt"]).column("prompt")
-    except FileNotFoundError:
-        raise InputError(f"{trace}: trace file not found") from None
-    except (pa.ArrowInvalid, KeyError, OSError) as exc:
-        raise InputError(f"{trace}: cannot read column 'prompt' ({exc})") from None
+    if not str(trace).strip() or str(trace) == ".":
+        raise InputError("trace: empty path (name a trace parquet file)")
+    prompts_col = read_parquet(trace, "trace", columns=["prompt"]).column("prompt")
     if not (pa.types.is_string(prompts_col.type) or pa.types.is_large_string(prompts_col.type)):
         raise InputError(f"{trace}: column 'prompt': expected string, got {prompts_col.type}")
     rows = utf8_strings(prompts_col, "prompt", trace)
@@ -139,7 +137,13 @@ def embed_trace(trace: Path, embedder_name: str, cache_dir: Path | None = DEFAUL
     prompts = read_trace_prompts(trace)
     vectors, report = embed_with_report(prompts, embedder_name, cache_dir, count_truncated=True, **embedder_args)
     out = embeddings_path(trace)
-    write_embeddings(prompts, vectors, report.tag, out)
+    tmp = out.with_name(out.name + ".partial")
+    with writing(out):
+        try:
+            write_embeddings(prompts, vectors, report.tag, tmp)
+            os.replace(tmp, out)
+        finally:
+            tmp.unlink(missing_ok=True)
     return out, report
 
 

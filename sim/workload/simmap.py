@@ -28,6 +28,7 @@ import yaml
 from sim.errors import InputError
 from sim.fileio import read_yaml_mapping, write_text_atomic
 from sim.paths import resolve
+from sim.profile_io import PROFILE_FIELDS, check_fields, check_provenance
 
 MAP_DIR = "profiles/similarity"
 MAP_VERSION = 1
@@ -65,23 +66,40 @@ def fit_quantile_map(
     return np.maximum.accumulate(x), np.maximum.accumulate(y)
 
 
+def _knots(file: Path, data: dict[str, Any], key: str) -> np.ndarray:
+    values = data[key]
+    if not isinstance(values, list) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        raise InputError(f"{file}: field '{key}': expected a list of numbers")
+    arr = np.asarray(values, dtype=float)
+    if not np.isfinite(arr).all():
+        raise InputError(f"{file}: field '{key}': NaN or infinite knot")
+    if len(arr) and not (-1.0 <= arr.min() and arr.max() <= 1.0):
+        bad = arr[(arr < -1) | (arr > 1)][0]
+        raise InputError(f"{file}: field '{key}': knot {bad} is outside [-1, 1] (cosine similarities)")
+    return arr
+
+
 def load_map(path: str | Path) -> SimilarityMap:
+    if not str(path).strip():
+        raise InputError("cache.similarity_map: empty path (auto, none or a map file)")
     file = resolve(path)
     data = read_yaml_mapping(file, "similarity map", InputError, shown=path)
     if data.get("kind") != "similarity_map":
         raise InputError(f"{file}: field 'kind': expected 'similarity_map'")
+    check_fields(file, "", data, PROFILE_FIELDS["similarity_map"])
     for key in ("embedder", "x", "y", "provenance"):
         if key not in data:
             raise InputError(f"{file}: field '{key}': required")
-    x = np.asarray(data["x"], dtype=float)
-    y = np.asarray(data["y"], dtype=float)
-    if x.shape != y.shape or x.ndim != 1 or len(x) < 2:
+    check_provenance(file, data["provenance"])
+    if not isinstance(data["embedder"], str) or not data["embedder"]:
+        raise InputError(f"{file}: field 'embedder': expected the embedder tag the map was fitted for")
+    x, y = _knots(file, data, "x"), _knots(file, data, "y")
+    if x.shape != y.shape or len(x) < 2:
         raise InputError(f"{file}: fields 'x' and 'y': expected two lists of equal length >= 2")
-    if not (np.isfinite(x).all() and np.isfinite(y).all()):
-        raise InputError(f"{file}: fields 'x'/'y': NaN or infinite knot")
     if np.any(np.diff(x) <= 0) or np.any(np.diff(y) < 0):
         raise InputError(f"{file}: fields 'x'/'y': expected strictly increasing x and non-decreasing y")
-    return SimilarityMap(tuple(x.tolist()), tuple(y.tolist()), str(data["embedder"]), str(file))
+    return SimilarityMap(tuple(x.tolist()), tuple(y.tolist()), data["embedder"], str(file))
 
 
 def find_map(embedder_tag: str, folder: str = MAP_DIR) -> SimilarityMap | None:
@@ -90,7 +108,7 @@ def find_map(embedder_tag: str, folder: str = MAP_DIR) -> SimilarityMap | None:
     if not root.is_dir():
         return None
     for file in sorted(root.glob("*.yaml")):
-        data = yaml.safe_load(file.read_text())
+        data = read_yaml_mapping(file, "similarity map", InputError)
         if isinstance(data, dict) and data.get("embedder") == embedder_tag:
             return load_map(file)
     return None

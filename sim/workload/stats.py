@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from sim.errors import InputError
+from sim.fileio import check_output_dir, write_text_atomic, writing
 from sim.workload.simmap import find_map
 from sim.workload.trace import embeddings_path, load_trace
 
@@ -47,12 +47,9 @@ DEFINITIONS = {
 
 def _read(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """arrival_s, prompt id (numbered by first appearance), user id (-1 = null), prompt texts."""
-    try:
-        table = pq.read_table(path, columns=["arrival_s", "prompt", "user"])
-    except FileNotFoundError:
-        raise InputError(f"{path}: trace file not found") from None
-    except (pa.ArrowInvalid, OSError, KeyError) as exc:
-        raise InputError(f"{path}: cannot read columns arrival_s, prompt, user ({exc})") from None
+    from sim.workload.trace import read_parquet
+
+    table = read_parquet(path, "trace", columns=["arrival_s", "prompt", "user"])
     if table.num_rows == 0:
         raise InputError(f"{path}: the trace has no requests")
     arrival_col = table.column("arrival_s")
@@ -221,10 +218,11 @@ def trace_stats(path: Path, out_dir: Path | None = None, *, session_gap_s: float
         }
     stats["definitions"] = DEFINITIONS
     out_dir = out_dir or path.with_name(path.name.removesuffix(".parquet") + ".stats")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "stats.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
-    if plots:
-        _plot(stats, out_dir, sims)
+    with writing(out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out_dir / "stats.json", json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
+        if plots:
+            _plot(stats, out_dir, sims)
     return stats
 
 
@@ -288,7 +286,11 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd(args: argparse.Namespace) -> int:
+    if not args.trace.strip():
+        raise InputError("trace: empty path (name a trace parquet file)")
     path = Path(args.trace)
+    if args.out is not None:
+        check_output_dir(args.out)
     out = Path(args.out) if args.out else path.with_name(path.name.removesuffix(".parquet") + ".stats")
     if args.vs:
         from sim.workload import stats_compare

@@ -16,6 +16,7 @@ import json
 import os
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -25,9 +26,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sim.errors import ConfigError
+from sim.fileio import check_output_file, writing
+from sim.paths import resolve
 from sim.rng import rng_stream
 from sim.workload.embed import DEFAULT_CACHE, embed_trace
-from sim.workload.synth_config import SECONDS_PER_DAY, SynthConfig, VectorConfig, config_data, load_synth_config
+from sim.workload.synth_config import (
+    MAX_REQUESTS,
+    SECONDS_PER_DAY,
+    SynthConfig,
+    VectorConfig,
+    config_data,
+    load_synth_config,
+)
 from sim.workload.synth_skeleton import (
     KIND_NAMES,
     REFINE,
@@ -230,41 +240,49 @@ def synth_json_path(trace: Path) -> Path:
 
 
 def write_synth_trace(cfg: SynthConfig, num_requests: int, seed: int, out: Path, mode: Mode = "text",
-                      embedder: str | None = "minilm", cache_dir: Path | None = DEFAULT_CACHE) -> dict[str, Any]:
+                      embedder: str | None = "minilm", cache_dir: Path | None = DEFAULT_CACHE,
+                      inputs: Sequence[Path] = ()) -> dict[str, Any]:
     """Generate and write T.parquet, T.embeddings.parquet (unless ``embedder`` is None in text mode)
-    and T.synth.json atomically; returns the statistics. ``cache_dir`` None disables the embedding cache."""
+    and T.synth.json atomically; returns the statistics. ``cache_dir`` None disables the embedding cache.
+    An output path that is one of the generator's inputs (``inputs``, the pool, the calibration log)
+    is refused before anything is generated."""
+    sources = [*inputs, resolve(cfg.pool)] + ([resolve(cfg.calibration)] if cfg.calibration else [])
+    for path in (out, embeddings_path(out), synth_json_path(out)):
+        check_output_file(path, sources)
     started = time.perf_counter()
     res = generate(cfg, num_requests, seed, mode)
     generate_s = time.perf_counter() - started
     stats = statistics(res)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    with writing(out.parent):
+        out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".partial")
     tmp_emb = embeddings_path(tmp)
     tmp_json = out.with_name(out.name + ".synth.partial")
-    try:
-        write_trace(trace_table(res), tmp)
-        tag = None
-        if mode == "vectors":
-            assert res.distinct_prompts is not None and res.vectors is not None
-            tag = f"synth-vectors:dim={cfg.vectors.dim}"
-            write_embeddings(res.distinct_prompts, res.vectors, tag, tmp_emb)
-        elif embedder is not None:
-            _, report = embed_trace(tmp, embedder, cache_dir)
-            tag = report.tag
-            stats["embedding"] = {"embedded_now": report.num_embedded, "from_cache": report.num_prompts -
-                                  report.num_embedded, "truncated_to_window": report.num_truncated}
-        stats.update(seed=seed, embedder=tag, generate_s=round(generate_s, 2),
-                     total_s=round(time.perf_counter() - started, 2), targets=TARGETS, config=config_data(cfg))
-        tmp_json.write_text(json.dumps(stats, indent=2) + "\n")
-        if tag is not None:
-            os.replace(tmp_emb, embeddings_path(out))
-        else:  # an embeddings file of an earlier trace at this path no longer matches
-            embeddings_path(out).unlink(missing_ok=True)
-        os.replace(tmp, out)
-        os.replace(tmp_json, synth_json_path(out))
-    finally:
-        for p in (tmp, tmp_emb, tmp_json):
-            p.unlink(missing_ok=True)
+    with writing(out):
+        try:
+            write_trace(trace_table(res), tmp)
+            tag = None
+            if mode == "vectors":
+                assert res.distinct_prompts is not None and res.vectors is not None
+                tag = f"synth-vectors:dim={cfg.vectors.dim}"
+                write_embeddings(res.distinct_prompts, res.vectors, tag, tmp_emb)
+            elif embedder is not None:
+                _, report = embed_trace(tmp, embedder, cache_dir)
+                tag = report.tag
+                stats["embedding"] = {"embedded_now": report.num_embedded, "from_cache": report.num_prompts -
+                                      report.num_embedded, "truncated_to_window": report.num_truncated}
+            stats.update(seed=seed, embedder=tag, generate_s=round(generate_s, 2),
+                         total_s=round(time.perf_counter() - started, 2), targets=TARGETS, config=config_data(cfg))
+            tmp_json.write_text(json.dumps(stats, indent=2) + "\n")
+            if tag is not None:
+                os.replace(tmp_emb, embeddings_path(out))
+            else:  # an embeddings file of an earlier trace at this path no longer matches
+                embeddings_path(out).unlink(missing_ok=True)
+            os.replace(tmp, out)
+            os.replace(tmp_json, synth_json_path(out))
+        finally:
+            for p in (tmp, tmp_emb, tmp_json):
+                p.unlink(missing_ok=True)
     return stats
 
 
@@ -293,13 +311,16 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    if args.requests < 1:
-        raise ConfigError(f"--requests: expected an integer >= 1, got {args.requests}")
+    if not 1 <= args.requests <= MAX_REQUESTS:
+        raise ConfigError(f"--requests: expected an integer in 1..{MAX_REQUESTS}, got {args.requests}")
+    if not args.out.strip():
+        raise ConfigError("--out: expected a trace file path, got an empty path")
     cfg = load_synth_config(args.config)
     cache = DEFAULT_CACHE if args.cache_dir is None else (Path(args.cache_dir) if args.cache_dir else None)
     out = Path(args.out)
     stats = write_synth_trace(cfg, args.requests, args.seed, out, args.mode,
-                              None if args.no_embed else args.embedder, cache)
+                              None if args.no_embed else args.embedder, cache,
+                              inputs=[Path(args.config)] if args.config else [])
     for key in REPORT_KEYS:
         print(f"{key:28s} {stats.get(key)}")
     print(f"{'diurnal peak/trough (fit)':28s} {stats['diurnal']['fitted_peak_to_trough']}")

@@ -17,6 +17,14 @@ from sim.schema import build, to_data
 
 Problems = list[tuple[str, str]]
 SECONDS_PER_DAY = 86_400.0
+# Bounds far above DiffusionDB's scale (10,380 users, 1.8M prompts), low enough that a typo is an
+# error instead of an exhausted machine.
+MAX_REQUESTS = 10**9
+MAX_USERS = 10**8
+MAX_SESSION_REQUESTS = 10**6
+MAX_EDITS = 60  # a refinement that needs more edits than this to become new is refused by the realiser
+MAX_VECTOR_DIM = 4_096
+MAX_VECTOR_FLOATS = 2**28  # num_clusters x dim cluster centres (1 GiB of float32)
 
 
 def _positive(obj: object, keys: tuple[str, ...]) -> Problems:
@@ -76,8 +84,8 @@ class SessionConfig:
         out = _positive(self, ("gap_mean_s", "max_gap_s"))
         if not self.mean_requests >= 1:
             out.append(("mean_requests", f"a number >= 1, got {self.mean_requests}"))
-        if self.max_requests < 1:
-            out.append(("max_requests", f"an integer >= 1, got {self.max_requests}"))
+        if not 1 <= self.max_requests <= MAX_SESSION_REQUESTS:
+            out.append(("max_requests", f"an integer in 1..{MAX_SESSION_REQUESTS}, got {self.max_requests}"))
         return out + _probability(self, ("topic_switch",))
 
     def expected_length(self) -> float:
@@ -95,8 +103,8 @@ class UserConfig:
 
     def problems(self) -> Problems:
         out: Problems = []
-        if self.num_users < 1:
-            out.append(("num_users", f"an integer >= 1, got {self.num_users}"))
+        if not 1 <= self.num_users <= MAX_USERS:
+            out.append(("num_users", f"an integer in 1..{MAX_USERS}, got {self.num_users}"))
         if not self.activity_zipf >= 0:
             out.append(("activity_zipf", f"a number >= 0, got {self.activity_zipf}"))
         return out
@@ -162,8 +170,9 @@ class EditConfig:
     def problems(self) -> Problems:
         out: Problems = []
         w = self.count_weights
-        if not w or min(w) < 0 or not sum(w) > 0:
-            out.append(("count_weights", "non-negative weights for 1, 2, ... edits with a positive sum"))
+        if not w or min(w) < 0 or not sum(w) > 0 or len(w) > MAX_EDITS:
+            out.append(("count_weights", f"non-negative weights for 1, 2, ... edits (at most {MAX_EDITS}) with a "
+                                         "positive sum"))
         if min(self.substitute, self.add, self.delete) < 0 or not self.substitute + self.add + self.delete > 0:
             out.append(("substitute", "substitute, add and delete to be >= 0 with a positive sum"))
         if self.noun_phase < 0:
@@ -191,8 +200,8 @@ class StartConfig:
         out = _probability(self, ("remix",))
         if not 0 < self.remix_fraction <= 1:
             out.append(("remix_fraction", f"a number in (0, 1], got {self.remix_fraction}"))
-        if self.personalise_edits < 1:
-            out.append(("personalise_edits", f"an integer >= 1, got {self.personalise_edits}"))
+        if not 1 <= self.personalise_edits <= MAX_EDITS:
+            out.append(("personalise_edits", f"an integer in 1..{MAX_EDITS}, got {self.personalise_edits}"))
         return out
 
 
@@ -215,13 +224,21 @@ class VectorConfig:
         for key in ("dim", "num_clusters"):
             if getattr(self, key) < 1:
                 out.append((key, f"an integer >= 1, got {getattr(self, key)}"))
+        if self.dim > MAX_VECTOR_DIM:
+            out.append(("dim", f"an integer in 1..{MAX_VECTOR_DIM}, got {self.dim}"))
+        elif self.num_clusters * self.dim > MAX_VECTOR_FLOATS:
+            out.append(("num_clusters", f"num_clusters x dim <= 2**28 (1 GiB of centres), got {self.num_clusters}"))
         return out + _positive(self, ("concentration", "refine_noise"))
 
 
 @dataclass(frozen=True)
 class SynthConfig:
-    #: real prompt pool and cluster links (NIRVANA's production log); resolved like sim.paths.resolve
-    calibration: str = "../shared/data/clip_pairs_calibration.csv"
+    #: text mode: the real prompt pool and its clusters, built from NIRVANA's production log by
+    #: `python -m sim trace build-pool` (committed; resolved like sim.paths.resolve)
+    pool: str = "traces/pool/prompts.parquet"
+    #: text mode, alternative: the log CSV itself (../shared/data/clip_pairs_calibration.csv), clustered
+    #: at popularity.link_above; when set, ``pool`` is not read
+    calibration: str | None = None
     arrivals: ArrivalConfig = field(default_factory=ArrivalConfig)
     sessions: SessionConfig = field(default_factory=SessionConfig)
     users: UserConfig = field(default_factory=UserConfig)

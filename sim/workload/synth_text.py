@@ -1,6 +1,7 @@
 """Text mode of the synthetic generator: real prompts as topic clusters, and word edits drawn from their vocabulary.
 
-The pool is every distinct prompt of NIRVANA's production log (query and cached columns). The log's
+The pool is every distinct prompt of NIRVANA's production log (query and cached columns), read from
+the committed traces/pool/prompts.parquet (sim/workload/pool.py) or from the log itself. The log's
 own matches — a query and the cached prompt it hit with CLIP similarity above
 ``popularity.link_above`` — are joined by union-find into topic clusters; unmatched prompts are
 singletons. Words are classed by two closed lists below: STOPWORDS are never edited; MODIFIERS
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.errors import InputError
+from sim.errors import ConfigError, InputError
 from sim.paths import resolve
 from sim.workload.synth_config import SynthConfig
 from sim.workload.synth_skeleton import REFINE, REPEAT_CROSS, REPEAT_SESSION, Skeleton
@@ -79,41 +80,37 @@ def word_class(core_lower: str) -> int:
 
 
 def load_pool(cfg: SynthConfig) -> PromptPool:
-    """The real prompt pool and its clusters from the calibration CSV named by ``cfg.calibration``
-    (read once per file version and pool settings; callers copy before they mutate)."""
-    path = Path(resolve(cfg.calibration))
-    if not path.is_file():
-        raise InputError(f"{path}: calibration file not found (synth config key 'calibration')")
-    return _load_pool(path, path.stat().st_mtime_ns, cfg.popularity.link_above, cfg.edits.min_word_count)
+    """The real prompt pool and its clusters: from the calibration CSV when ``cfg.calibration`` is set
+    (clustered at ``popularity.link_above``), else from the committed pool file ``cfg.pool`` (built
+    from that CSV by `python -m sim trace build-pool`). Read once per file version and settings;
+    callers copy before they mutate."""
+    if cfg.calibration is not None:
+        path = Path(resolve(cfg.calibration))
+        if not path.is_file():
+            raise InputError(f"{path}: calibration file not found (synth config key 'calibration')")
+        return _load_pool(path, path.stat().st_mtime_ns, "csv", cfg.popularity.link_above, cfg.edits.min_word_count)
+    from sim.workload.pool import read_pool
+
+    _, _, built_at = read_pool(cfg.pool)
+    if built_at != cfg.popularity.link_above:
+        raise ConfigError(
+            f"popularity.link_above: the prompt pool {cfg.pool} was clustered at {built_at}, got "
+            f"{cfg.popularity.link_above}; set 'calibration' to the log CSV to recluster, or rebuild the pool "
+            f"(`python -m sim trace build-pool --link-above {cfg.popularity.link_above}`)")
+    path = Path(resolve(cfg.pool))
+    return _load_pool(path, path.stat().st_mtime_ns, "pool", built_at, cfg.edits.min_word_count)
 
 
 @functools.lru_cache(maxsize=4)
-def _load_pool(path: Path, _mtime_ns: int, link_above: float, floor: int) -> PromptPool:
-    from sim.workload.tiny import read_calibration
+def _load_pool(path: Path, _mtime_ns: int, kind: str, link_above: float, floor: int) -> PromptPool:
+    if kind == "csv":
+        from sim.workload.pool import clusters_from_calibration
 
-    rows = read_calibration(path)
-    if not rows:
-        raise InputError(f"{path}: no prompts (column 'query_prompt' is empty)")
-    prompts = sorted({q for _, q, _ in rows} | {c for _, _, c in rows if c.strip()})
-    index = {p: i for i, p in enumerate(prompts)}
-    parent = list(range(len(prompts)))
+        prompts, clusters = clusters_from_calibration(path, link_above)
+    else:
+        from sim.workload.pool import read_pool
 
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for score, query, cached in rows:
-        if cached.strip() and score > link_above:
-            a, b = find(index[query]), find(index[cached])
-            if a != b:
-                parent[max(a, b)] = min(a, b)
-    groups: dict[int, list[int]] = {}
-    for i in range(len(prompts)):
-        groups.setdefault(find(i), []).append(i)
-    clusters = sorted(groups.values(), key=lambda m: (-len(m), m[0]))
-
+        prompts, clusters, _ = read_pool(path)
     counts: Counter[str] = Counter()
     for p in prompts:
         for tok in p.split():

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from sim.errors import InputError
+from sim.fileio import os_reason
 from sim.workload.trace import embeddings_path, write_embeddings, write_trace
 
 
@@ -42,6 +43,12 @@ def read_calibration(path: Path) -> list[tuple[float, str, str]]:
                     rows.append((score, row["query_prompt"], row["cached_prompt"]))
     except FileNotFoundError:
         raise InputError(f"{path}: calibration file not found") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text (byte {exc.start}), expected the calibration CSV") from None
+    except csv.Error as exc:
+        raise InputError(f"{path}: not a readable CSV ({exc})") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the calibration CSV ({os_reason(exc)})") from None
     return rows
 
 

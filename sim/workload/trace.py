@@ -18,6 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sim.errors import InputError
+from sim.fileio import os_reason
+from sim.limits import MAX_SIDE_PX, MAX_STEPS
 from sim.paths import resolve
 
 REQUIRED = {
@@ -28,6 +30,8 @@ REQUIRED = {
 }
 OPTIONAL = {"width": pa.int32(), "height": pa.int32(), "steps": pa.int32(), "sampler": pa.string()}
 TRACE_SCHEMA = pa.schema([pa.field(n, t) for n, t in {**REQUIRED, **OPTIONAL}.items()])
+#: largest value each optional integer column may hold (sim/limits.py)
+INT_BOUNDS = {"width": MAX_SIDE_PX, "height": MAX_SIDE_PX, "steps": MAX_STEPS}
 
 
 def embeddings_path(trace_path: Path) -> Path:
@@ -63,7 +67,14 @@ def _column(table: pa.Table, name: str, dtype: pa.DataType, file: Path) -> pa.Ch
     col = table.column(name)
     if col.type != dtype:
         if pa.types.is_integer(dtype) and pa.types.is_integer(col.type):
-            return col.cast(dtype)
+            try:
+                return col.cast(dtype)
+            except pa.ArrowInvalid:  # a value beyond int32: report the row, not Arrow's overflow
+                values = col.to_numpy(zero_copy_only=False)
+                info = np.iinfo(np.int32)
+                row = int(np.flatnonzero((values > info.max) | (values < info.min))[0])
+                raise InputError(f"{file}: column '{name}': row {row} is {values[row]}, beyond the "
+                                 f"largest accepted value {INT_BOUNDS.get(name, np.iinfo(np.int32).max)}") from None
         if dtype == pa.string() and col.type == pa.large_string():
             return col.cast(dtype)
         if dtype == pa.float64() and (pa.types.is_floating(col.type) or pa.types.is_integer(col.type)):
@@ -72,25 +83,66 @@ def _column(table: pa.Table, name: str, dtype: pa.DataType, file: Path) -> pa.Ch
     return col
 
 
-def load_trace(path: str | Path, limit: int | None = None) -> Trace:
-    file = resolve(path)
+def read_parquet(file: Path, what: str, shown: str | Path | None = None, columns: list[str] | None = None
+                 ) -> pa.Table:
+    """The table (or ``columns``) in one parquet file; every file-level problem is an InputError naming the file."""
+    name = shown if shown is not None else file
+    if str(file) in ("", "."):
+        raise InputError(f"{what}: empty path")
     try:
-        table = pq.read_table(file)
+        if file.is_dir():
+            raise InputError(f"{name}: is a directory, expected a {what} parquet file")
+        names = pq.read_schema(file).names
+        dup = sorted({c for c in names if names.count(c) > 1})
+        if dup:
+            raise InputError(f"{file}: column '{dup[0]}' appears more than once")
+        missing = [c for c in columns or () if c not in names]
+        if missing:
+            raise InputError(f"{file}: missing column '{missing[0]}' (has {names})")
+        table = pq.read_table(file, columns=columns)
     except FileNotFoundError:
+        raise InputError(f"{name}: {what} file not found") from None
+    except OSError as exc:
+        if exc.errno is not None:
+            raise InputError(f"{name}: cannot read the {what} ({os_reason(exc)})") from None
+        raise InputError(f"{file}: not a readable parquet file ({_short(exc)})") from None
+    except pa.ArrowException as exc:
+        raise InputError(f"{file}: not a readable parquet file ({_short(exc)})") from None
+    return table
+
+
+def _exists(file: Path) -> bool:
+    try:
+        return file.exists() or file.is_symlink()
+    except OSError:  # a name too long: read_parquet names the problem
+        return True
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def load_trace(path: str | Path, limit: int | None = None) -> Trace:
+    """Load and validate a trace; ``limit`` keeps the first N requests (N above the length keeps all)."""
+    file = resolve(path)
+    if not str(path).strip():
+        raise InputError("trace.path: empty path")
+    if not _exists(file):
         hint = " (build the default experiment's trace with `make traces`)" if "traces/synth/" in str(path) else ""
-        raise InputError(f"{path}: trace file not found{hint}") from None
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise InputError(f"{file}: not a readable parquet file ({exc})") from None
+        raise InputError(f"{path}: trace file not found{hint}")
+    table = read_parquet(file, "trace", shown=path)
     for name in REQUIRED:
         if name not in table.column_names:
             raise InputError(f"{file}: missing required column '{name}' (has {table.column_names})")
     if limit is not None:
-        table = table.slice(0, limit)
+        table = table.slice(0, min(limit, table.num_rows))
     n = table.num_rows
     if n == 0:
         raise InputError(f"{file}: the trace has no requests")
 
-    request_id = np.asarray(_column(table, "request_id", pa.string(), file).to_pylist(), dtype=object)
+    request_id = np.asarray(utf8_strings(_column(table, "request_id", pa.string(), file), "request_id", file),
+                            dtype=object)
     arrival_col = _column(table, "arrival_s", pa.float64(), file)
     if arrival_col.null_count:
         raise InputError(f"{file}: column 'arrival_s': row {_first_null(arrival_col)} is null")
@@ -129,22 +181,23 @@ def load_trace(path: str | Path, limit: int | None = None) -> Trace:
             prompts.append(p)
         prompt_index[i] = j
 
-    user = np.asarray(_column(table, "user", pa.string(), file).to_pylist(), dtype=object)
+    user = np.asarray(utf8_strings(_column(table, "user", pa.string(), file), "user", file), dtype=object)
     ints = {}
     for name in ("width", "height", "steps"):
         if name in table.column_names:
             col = _column(table, name, pa.int32(), file)
             ints[name] = np.asarray(col.fill_null(-1).to_numpy(), dtype=np.int64)
-            bad = np.flatnonzero((ints[name] < 1) & (ints[name] != -1))
+            bad = np.flatnonzero(((ints[name] < 1) & (ints[name] != -1)) | (ints[name] > INT_BOUNDS[name]))
             if len(bad):
                 raise InputError(
                     f"{file}: column '{name}': row {bad[0]} is {ints[name][bad[0]]}, "
-                    "expected a positive integer or null"
+                    f"expected an integer in 1..{INT_BOUNDS[name]} or null"
                 )
         else:
             ints[name] = np.full(n, -1, dtype=np.int64)
     if "sampler" in table.column_names:
-        sampler = np.asarray(_column(table, "sampler", pa.string(), file).to_pylist(), dtype=object)
+        sampler = np.asarray(utf8_strings(_column(table, "sampler", pa.string(), file), "sampler", file),
+                             dtype=object)
     else:
         sampler = np.full(n, None, dtype=object)
 
@@ -179,13 +232,16 @@ def _first_null(col: pa.ChunkedArray) -> int:
 
 
 def _load_embeddings(file: Path, prompts: list[str]) -> tuple[np.ndarray, str]:
-    try:
-        table = pq.read_table(file)
-    except FileNotFoundError:
+    if not _exists(file):
         raise InputError(f"{file}: embeddings file not found (every trace needs one beside it; "
-                         "`python -m sim trace embed` writes it)") from None
+                         "`python -m sim trace embed` writes it)")
+    table = read_parquet(file, "embeddings")
     meta = table.schema.metadata or {}
-    embedder = meta.get(b"embedder", b"").decode()
+    try:
+        embedder = meta.get(b"embedder", b"").decode()
+        declared = meta.get(b"dim", b"").decode()
+    except UnicodeDecodeError:
+        raise InputError(f"{file}: schema metadata 'embedder' or 'dim' is not UTF-8") from None
     if not embedder:
         raise InputError(f"{file}: schema metadata 'embedder' is missing (which model made these vectors?)")
     for name in ("prompt_sha1", "vector"):
@@ -195,7 +251,8 @@ def _load_embeddings(file: Path, prompts: list[str]) -> tuple[np.ndarray, str]:
     if not pa.types.is_fixed_size_list(vtype) or vtype.value_type != pa.float32():
         raise InputError(f"{file}: column 'vector': expected fixed_size_list<float32>, got {vtype}")
     dim = vtype.list_size
-    declared = meta.get(b"dim", b"").decode()
+    if dim < 1:
+        raise InputError(f"{file}: column 'vector': expected at least one value per row, got {dim}")
     if declared != str(dim):
         raise InputError(f"{file}: schema metadata 'dim' is {declared or 'missing'!r} but column 'vector' "
                          f"holds {dim} values per row (were the vectors rewritten by another embedder?)")
@@ -203,7 +260,10 @@ def _load_embeddings(file: Path, prompts: list[str]) -> tuple[np.ndarray, str]:
         raise InputError(f"{file}: column 'vector': row {_first_null(table.column('vector'))} is null")
     flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
     mat = np.asarray(flat, dtype=np.float32).reshape(-1, dim)
-    row_of = {h: i for i, h in enumerate(table.column("prompt_sha1").to_pylist())}
+    sha_col = table.column("prompt_sha1")
+    if not pa.types.is_string(sha_col.type) and not pa.types.is_large_string(sha_col.type):
+        raise InputError(f"{file}: column 'prompt_sha1': expected string, got {sha_col.type}")
+    row_of = {h: i for i, h in enumerate(utf8_strings(sha_col, "prompt_sha1", file))}
     rows = np.empty(len(prompts), dtype=np.int64)
     for j, p in enumerate(prompts):
         r = row_of.get(prompt_sha1(p))
