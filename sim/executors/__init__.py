@@ -1,0 +1,1 @@
+"""How requests are carried out: real diffusers execution for validation (gpu)."""
