@@ -76,7 +76,8 @@ def _sim_row(run: RunFolder, r: int) -> dict[str, Any]:
 
 def _command(a: argparse.Namespace) -> str:
     parts = ["python -m sim validate", str(a.run_dir), f"--sample {a.sample}", f"--model {a.model}",
-             f"--device {a.device}", f"--weights {a.weights}", f"--seed {a.seed}", f"--tier {a.tier}"]
+             f"--device {a.device}", f"--weights {a.weights}", f"--seed {a.seed}", f"--tier {a.tier}",
+             f"--scheduler {a.scheduler}"]
     for flag, value in (("--dtype", a.dtype), ("--resolution", a.resolution), ("--clip-model", a.clip_model),
                         ("--out", a.out)):
         if value:
@@ -99,10 +100,8 @@ def validate(a: argparse.Namespace, log: Callable[[str], object] = print) -> tup
     picks, orphans = stratified_sample(run.records["k_used"], run.records["matched_entry"],
                                        run.records["admitted_entry"], run.records["service_s"], a.sample, a.seed)
     out = Path(a.out) if a.out else run.folder / "validation"
-    if out.exists() and any(out.iterdir()):
-        if not a.overwrite:
-            raise ConfigError(f"--out {out}: exists and is not empty; pass --overwrite to replace it")
-        shutil.rmtree(out)
+    if out.exists() and any(out.iterdir()) and not a.overwrite:
+        raise ConfigError(f"--out {out}: exists and is not empty; pass --overwrite to replace it")
 
     import torch
 
@@ -112,6 +111,8 @@ def validate(a: argparse.Namespace, log: Callable[[str], object] = print) -> tup
 
     device = P.torch_device(a.device)
     dtype = P.torch_dtype(a.dtype, device)
+    if out.exists():
+        shutil.rmtree(out)  # only once every input is known good
     loaded = P.load(source, device, dtype)
     if a.model in P.ARCHITECTURES and loaded.model != a.model:
         loaded.model = a.model  # real weights of a named architecture keep the architecture's name
@@ -130,7 +131,10 @@ def validate(a: argparse.Namespace, log: Callable[[str], object] = print) -> tup
         scratch = tempfile.mkdtemp(prefix="validate-latents-")
     latent_dir = a.latent_dir or scratch
     tier = LatentTier(a.tier, device, Path(latent_dir) if a.tier == "files" and latent_dir else None)
-    executor = GpuExecutor(loaded, tier, run.config.cache.ks, scheduler=a.scheduler, guidance=a.guidance,
+    scheduler = a.scheduler
+    if scheduler == "run":  # the sampler the run simulated, when this loop has it; else the pipeline's own
+        scheduler = run.config.model.sampler if run.config.model.sampler in P.SCHEDULERS else "default"
+    executor = GpuExecutor(loaded, tier, run.config.cache.ks, scheduler=scheduler, guidance=a.guidance,
                            guidance_scale=a.guidance_scale, scorer=scorer)
     steps = sorted({j.num_steps for j in jobs})
     provenance = measured_provenance(
@@ -140,7 +144,7 @@ def validate(a: argparse.Namespace, log: Callable[[str], object] = print) -> tup
         "guidance-doubled batch, guidance mix, scheduler step), VAE decode; "
         + ("CUDA events on the default stream" if device.type == "cuda" else "time.perf_counter with synchronisation")
         + f"; {a.warmup} untimed warm-up generation(s) first",
-        scheduler=executor.scheduler_class(steps[0]), steps=steps,
+        scheduler=executor.scheduler_class(steps[0]), scheduler_choice=f"{a.scheduler} -> {scheduler}", steps=steps,
         guidance={"enabled": a.guidance, "scale": a.guidance_scale}, tier=a.tier,
         gpu_slug=gpu_slug(torch.cuda.get_device_name(device)) if device.type == "cuda" else "cpu",
     )
@@ -226,7 +230,10 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     cmd.add_argument("--dtype", help="fp16, bf16 or fp32 (default fp16 on cuda, fp32 on cpu)")
     cmd.add_argument("--resolution", metavar="N|WxH",
                      help="image size for every request (default: the run's; tiny models: their native size)")
-    cmd.add_argument("--scheduler", default="default", help="default (the pipeline's own), ddim, euler or dpm")
+    cmd.add_argument("--scheduler", default="run",
+                     help="run (the run's model.sampler if ddim, euler or dpm; else the pipeline's own), default "
+                          "(the pipeline's own; SD-1.5's PNDM repeats its second timestep, so a resumed PLMS history "
+                          "is off by one), ddim, euler or dpm")
     cmd.add_argument("--guidance", action=argparse.BooleanOptionalAction, default=True,
                      help="classifier-free guidance, which doubles the UNet batch (default on, as served)")
     cmd.add_argument("--guidance-scale", type=float, default=7.5)
