@@ -167,12 +167,11 @@ class GpuExecutor:
             clock.sync()
             times = [clock.seconds(a, b) for a, b in itertools.pairwise(marks)]
             t1 = time.perf_counter()
-            stored = {}
             for c, latent in captured.items():
                 self._tier.put(job.creates_entry, c, latent)
-                stored[str(c)] = latent_sha1(latent)
             clock.sync()
             store_s = time.perf_counter() - t1
+            stored = {str(c): latent_sha1(latent) for c, latent in captured.items()}
             clip = self._scorer.score(image, [job.prompt])[0] if self._scorer is not None else None
         timesteps = [float(sched.timesteps[i]) for i in executed]
         return {
