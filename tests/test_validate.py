@@ -57,12 +57,14 @@ def test_sampler_strata_support_and_determinism() -> None:
     admitted = np.array([0, 1, -1, 2, -1, -1, 3, -1, -1, -1, 4, -1])
     service = np.ones(12)
     service[11] = np.nan  # no latency: never sampled
+    service[8] = 0.0  # no GPU time (a served final image): nothing to execute
     picks, orphans = stratified_sample(k, matched, admitted, service, 6, seed=3)
     assert orphans == 1  # row 9 reads entry 9, which no miss of the run admitted
     sampled = [p for p in picks if p.role == "sample"]
     assert len(sampled) == 6
     assert {p.stratum for p in sampled} == {0, 5, 10, 25}  # every K present, and misses
-    assert 9 not in [p.row for p in picks] and 11 not in [p.row for p in picks]
+    assert sum(p.stratum == 10 for p in sampled) == 1  # row 4 only: row 8 has no GPU time
+    assert not {8, 9, 11} & {p.row for p in picks}
     assert [p.row for p in picks] == sorted(p.row for p in picks)  # arrival order
     rows = {p.row: p for p in picks}
     for p in sampled:
@@ -147,6 +149,15 @@ def test_validate_end_to_end_on_cpu(cli: Cli, small_run: Path, tmp_path: Path) -
         assert r["sim_service_s"] == by_id[r["request_id"]]["service_s"]
         assert r["sim_k_used"] == r["k_used"] == by_id[r["request_id"]]["k_used"]
 
+    for r in rows:  # a support miss runs only up to the largest K its sampled hits read, and is not decoded
+        if r["role"] == "support":
+            ks_read = [h["k_used"] for h in sampled if h["reads_entry"] == r["creates_entry"]]
+            assert r["partial"] and r["steps_run"] == max(ks_read) and r["service_s"] is None
+            assert set(r["stored_sha1"]) == {str(k) for k in KS if k <= max(ks_read)}
+        else:
+            assert not r["partial"] and r["steps_run"] == N - r["k_used"]
+    assert any(r["role"] == "support" for r in rows)
+
     pipe = P.load("tiny", torch.device("cpu"), torch.float32).pipe
     schedule = P.make_scheduler(pipe, "ddim", N).timesteps  # the run's model.sampler
     misses = {r["creates_entry"]: r for r in rows if r["k_used"] == 0}
@@ -176,7 +187,7 @@ def test_validate_end_to_end_on_cpu(cli: Cli, small_run: Path, tmp_path: Path) -
     assert table.at(1).step_s > 0
     quality = yaml.safe_load((out / "quality-profile.yaml").read_text())
     assert set(quality["by_k"]) == {0, *KS} and quality["by_k"][0] == 1.0
-    assert all(r["clip_score"] is not None for r in rows)
+    assert all((r["clip_score"] is None) == r["partial"] for r in rows)
     csv_rows = (out / "validation.csv").read_text().splitlines()
     assert csv_rows[0].startswith("bucket,component,stat") and any(r.startswith("K=2,service,p99") for r in csv_rows)
     assert "Diff%" in (out / "validation.md").read_text()

@@ -32,6 +32,9 @@ class Job:
     width: int
     height: int
     seed: int  # initial noise of a miss
+    # A support miss (executed only so that sampled hits find its latents) stops after the largest K they read:
+    # no later steps, no decode. None: all N steps and the decode.
+    stop_step: int | None = None
 
 
 def latent_sha1(latent: torch.Tensor) -> str:
@@ -160,27 +163,35 @@ class GpuExecutor:
                 marks.append(clock.mark())
 
             capture = [c for c in self._ks if 0 < c < n] if k == 0 and job.creates_entry >= 0 else []
-            latents, captured = P.denoise(pipe, sched, latents, cond, start=k, capture=capture,
+            partial = job.stop_step is not None
+            latents, captured = P.denoise(pipe, sched, latents, cond, start=k, stop=job.stop_step, capture=capture,
                                           guidance_scale=self._guidance_scale, on_step=on_step)
-            image = P.decode(pipe, latents)
-            marks.append(clock.mark())
+            image = None if partial else P.decode(pipe, latents)
+            if not partial:
+                marks.append(clock.mark())
             clock.sync()
             times = [clock.seconds(a, b) for a, b in itertools.pairwise(marks)]
+            if partial:  # the denoise loop stops before step K_stop, which it still captures; take it from the end
+                if job.stop_step in capture:
+                    captured[job.stop_step] = latents.clone()
+                times.append(float("nan"))
             t1 = time.perf_counter()
             for c, latent in captured.items():
                 self._tier.put(job.creates_entry, c, latent)
             clock.sync()
             store_s = time.perf_counter() - t1
             stored = {str(c): latent_sha1(latent) for c, latent in captured.items()}
-            clip = self._scorer.score(image, [job.prompt])[0] if self._scorer is not None else None
+            scored = self._scorer is not None and image is not None
+            clip = self._scorer.score(image, [job.prompt])[0] if scored else None
         timesteps = [float(sched.timesteps[i]) for i in executed]
         return {
             "text_encoder_s": times[0],
             "step_s": times[1:-1],
-            "vae_decode_s": times[-1],
+            "vae_decode_s": None if partial else times[-1],
             "fetch_s": fetch_s,
             "store_s": store_s,
-            "service_s": clock.seconds(marks[0], marks[-1]),  # what the simulator's service_s models
+            "service_s": None if partial else clock.seconds(marks[0], marks[-1]),  # what service_s models
+            "partial": partial,
             "steps_run": len(executed),
             "first_step_index": executed[0] if executed else None,
             "timesteps": timesteps,

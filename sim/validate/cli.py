@@ -47,6 +47,11 @@ def _jobs(run: RunFolder, picks: list[Pick], resolution: tuple[int, int] | None,
     from sim.executors.gpu import Job
 
     rec = run.records
+    needed: dict[int, int] = {}  # entry -> largest K a sampled hit reads from it
+    for p in picks:
+        if p.stratum > 0:
+            entry = int(rec["matched_entry"][p.row])
+            needed[entry] = max(needed.get(entry, 0), p.stratum)
     jobs = []
     for p in picks:
         r = p.row
@@ -59,7 +64,8 @@ def _jobs(run: RunFolder, picks: list[Pick], resolution: tuple[int, int] | None,
             width, height = int(run.widths[r]), int(run.heights[r])
         jobs.append(Job(r, str(rec["request_id"][r]), run.prompts[r], int(rec["num_steps"][r]), k,
                         int(rec["matched_entry"][r]) if k > 0 else -1,
-                        int(rec["admitted_entry"][r]) if k == 0 else -1, width, height, seed * 1_000_003 + r))
+                        int(rec["admitted_entry"][r]) if k == 0 else -1, width, height, seed * 1_000_003 + r,
+                        needed[int(rec["admitted_entry"][r])] if p.role == "support" else None))
     return jobs
 
 
@@ -139,7 +145,8 @@ def validate(a: argparse.Namespace, log: Callable[[str], object] = print) -> tup
     steps = sorted({j.num_steps for j in jobs})
     provenance = measured_provenance(
         _command(a), loaded,
-        "each sampled request executed alone (batch 1) in arrival order, after its cached entry's miss: text "
+        "each sampled request executed alone (batch 1) in arrival order, after its cached entry's miss (a support "
+        "miss, not itself sampled, runs only up to the largest K its sampled hits read, without decode): text "
         "encoder, latent fetch (hits: from the tier, synchronised wall clock), each denoising step (UNet on the "
         "guidance-doubled batch, guidance mix, scheduler step), VAE decode; "
         + ("CUDA events on the default stream" if device.type == "cuda" else "time.perf_counter with synchronisation")
@@ -182,8 +189,9 @@ def validate(a: argparse.Namespace, log: Callable[[str], object] = print) -> tup
                        "height": job.height, "prompt": job.prompt, **m, **_sim_row(run, job.row)}
                 fh.write(json.dumps(row) + "\n")
                 fh.flush()  # an interrupted validation keeps every request measured so far
-                log(f"[{i + 1}/{len(jobs)}] {job.request_id} {row['outcome']} K={job.k_used}: service "
-                    f"{m['service_s']:.3f} s (simulated {row['sim_service_s']:.3f} s)")
+                done = (f"service {m['service_s']:.3f} s (simulated {row['sim_service_s']:.3f} s)"
+                        if m["service_s"] is not None else f"support: {job.stop_step} steps, latents kept")
+                log(f"[{i + 1}/{len(jobs)}] {job.request_id} {row['outcome']} K={job.k_used}: {done}")
     except KeyboardInterrupt:
         status = "interrupted"
     except InputError:

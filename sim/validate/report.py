@@ -119,10 +119,11 @@ def profile_correction(meta: dict[str, Any], rows: Sequence[dict[str, Any]]) -> 
             "batch": 1, "step_s": _g(steps.mean()), "step_p50_s": _g(np.percentile(steps, 50)),
             "step_p99_s": _g(np.percentile(steps, 99)),
             "text_encoder_s": _g(np.mean([r["text_encoder_s"] for r in rs])),
-            "vae_decode_s": _g(np.mean([r["vae_decode_s"] for r in rs])), "step_samples": int(steps.size),
+            "vae_decode_s": _g(np.mean([r["vae_decode_s"] for r in rs if r["vae_decode_s"] is not None])),
+            "step_samples": int(steps.size),
         })
-    ran["method"] = ("suggested correction from `python -m sim validate`: means over the executed requests "
-                     "(samples and support misses) at batch 1; " + str(ran.get("method", "")))
+    ran["method"] = ("suggested correction from `python -m sim validate`: means over the sampled requests "
+                     "(support misses stop early) at batch 1; " + str(ran.get("method", "")))
     return {"kind": "latency", "provenance": ran, "entries": entries}
 
 
@@ -171,13 +172,14 @@ def write_report(folder: Path) -> Path:
     table = diff_table(rows)
     _write_csv(folder / "validation.csv", table)
     _write_parquet(folder / "validation.parquet", rows)
-    if rows:
-        correction = profile_correction(meta, rows)
+    full = [r for r in rows if not r.get("partial")]  # support misses stopped early have no decode or service
+    if full:
+        correction = profile_correction(meta, full)
         write_text_atomic(folder / "profile-correction.yaml", yaml.safe_dump(correction, sort_keys=False, width=110))
-        quality = quality_profile(meta, rows)
+        quality = quality_profile(meta, full)
         if quality is not None:
             write_text_atomic(folder / "quality-profile.yaml", yaml.safe_dump(quality, sort_keys=False, width=110))
-        _plot(folder / "validation.png", rows, table)
+        _plot(folder / "validation.png", full, table)
     write_text_atomic(folder / "validation.md", _markdown(meta, rows, table))
     return folder / "validation.md"
 
@@ -244,6 +246,7 @@ def _plot(path: Path, rows: Sequence[dict[str, Any]], table: Sequence[dict[str, 
 def _markdown(meta: dict[str, Any], rows: Sequence[dict[str, Any]], table: Sequence[dict[str, Any]]) -> str:
     ran = meta["ran"]
     sampled = [r for r in rows if r["role"] == "sample"]
+    full = [r for r in rows if not r.get("partial")]
     plan = ", ".join(f"{k} {v}" for k, v in meta["plan"].items())
     lines = [f"# Validation of {meta['run_dir']}", "",
              f"Status: **{meta['status']}**; executed {len(rows)} of {meta['planned']} planned requests "
@@ -258,8 +261,8 @@ def _markdown(meta: dict[str, Any], rows: Sequence[dict[str, Any]], table: Seque
     if meta.get("sim_max_batch", 1) > 1:
         lines += [f"Note: the run batched up to {meta['sim_max_batch']} requests; validation runs batch 1, and the "
                   "simulated components are the profile's at each request's batch size.", ""]
-    if not rows:
-        return "\n".join([*lines, "No request was measured.", ""])
+    if not any(r["role"] == "sample" for r in rows):
+        return "\n".join([*lines, "No sampled request was measured.", ""])
     lines += ["## Service time and step time per K bucket", "",
               "| bucket | component | n | " + " | ".join(f"{s} sim / measured (Diff%)" for s in STATS) + " | flag |",
               "|---|---|---|" + "---|" * len(STATS) + "---|"]
@@ -283,8 +286,8 @@ def _markdown(meta: dict[str, Any], rows: Sequence[dict[str, Any]], table: Seque
         lines += [f"The run simulated `{meta['model_name']}` but `{meta['ran_model']}` ran: these entries describe "
                   "what ran and do not replace the run's profile.", ""]
     lines += ["```yaml",
-              yaml.safe_dump({"entries": profile_correction(meta, rows)["entries"]}, sort_keys=False).strip(), "```"]
-    quality = quality_profile(meta, rows)
+              yaml.safe_dump({"entries": profile_correction(meta, full)["entries"]}, sort_keys=False).strip(), "```"]
+    quality = quality_profile(meta, full)
     if quality is not None:
         lines += ["", "## CLIP score per K (`quality-profile.yaml`)", "", "| K | samples | relative to misses |",
                   "|---|---|---|"]

@@ -45,13 +45,14 @@ def stratified_sample(k_used: np.ndarray, matched_entry: np.ndarray, admitted_en
                       service_s: np.ndarray, n: int, seed: int) -> tuple[list[Pick], int]:
     """``n`` requests spread equally over the strata (miss, each K used), uniformly at random within each,
     then every sampled hit's admitting miss (admitted_entry == matched_entry) as support; in arrival (row)
-    order. Rows without a latency, and hits whose admitting miss is not in the run, are not sampled.
+    order. Rows without GPU time, and hits whose admitting miss is not in the run, are not sampled.
     Returns (picks, hits left out because their entry was admitted outside the run)."""
     if n < 1:
         raise ConfigError(f"--sample: expected an integer >= 1, got {n}")
     k = np.asarray(k_used, dtype=np.int64)
     admitter = {int(e): i for i, e in enumerate(np.asarray(admitted_entry, dtype=np.int64)) if e >= 0 and k[i] == 0}
-    usable = np.isfinite(np.asarray(service_s, dtype=float))
+    service = np.asarray(service_s, dtype=float)
+    usable = np.isfinite(service) & (service > 0)  # zero GPU time (e.g. a served final image): nothing to run
     orphan = 0
     for i in np.flatnonzero(usable & (k > 0)):
         if int(matched_entry[i]) not in admitter:
