@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,18 +58,22 @@ class RunFolder:
     def sim_components(self, row: int) -> SimComponents:
         """Text encoder and decode from the profile at the record's batch size; step = the rest / (N - K), so
         step jitter and batching stay in the simulated figure."""
-        from sim.hardware.profiles import load_latency_table
-
         gpu = int(self.records["gpu"][row]) if "gpu" in self.records else 0
         name, profile = self.pools[gpu] if 0 <= gpu < len(self.pools) else self.pools[0]
         batch = int(self.records["batch_size"][row]) if "batch_size" in self.records else 1
-        table = load_latency_table(profile, self.config.model.name, name, int(self.widths[row]),
-                                   int(self.heights[row]))
+        table = _table(profile, self.config.model.name, name, int(self.widths[row]), int(self.heights[row]))
         lat = table.at(max(batch, 1))
         steps = int(self.records["num_steps"][row]) - int(self.records["k_used"][row])
         service = float(self.records["service_s"][row])
         step_s = (service - lat.text_encoder_s - lat.vae_decode_s) / steps if steps > 0 else lat.step_s
         return SimComponents(lat.text_encoder_s, step_s, lat.vae_decode_s)
+
+
+@functools.lru_cache(maxsize=64)
+def _table(profile: str, model: str, gpu: str, width: int, height: int) -> Any:
+    from sim.hardware.profiles import load_latency_table
+
+    return load_latency_table(profile, model, gpu, width, height)
 
 
 def read_run(folder: Path) -> RunFolder:
