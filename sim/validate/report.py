@@ -278,9 +278,9 @@ def _markdown(meta: dict[str, Any], rows: Sequence[dict[str, Any]], table: Seque
     missing = target_check(table)
     lines += ["", "## Targets (|Diff%| <= 5 at mean and p50, <= 10 at p99; service and step; buckets of >= 8)", ""]
     lines += [f"- missed: {m}" for m in missing] or ["- all met"]
-    lines += ["", "## Versions: latency profile vs what ran", "", "| profile | field | profile | ran |",
-              "|---|---|---|---|"]
-    lines += [f"| {p} | {k} | {a} | {b} |" for p, k, a, b in _versions(meta)]
+    lines += ["", "## Versions: latency profile vs what ran", "", "| profile | field | profile | ran | same |",
+              "|---|---|---|---|---|"]
+    lines += [f"| {p} | {k} | {a} | {b} | {'yes' if a == b else '**no**'} |" for p, k, a, b in _versions(meta)]
     lines += ["", "## Suggested profile correction (`profile-correction.yaml`, measured provenance)", ""]
     if meta.get("ran_model", meta["model_name"]) != meta["model_name"]:
         lines += [f"The run simulated `{meta['model_name']}` but `{meta['ran_model']}` ran: these entries describe "
