@@ -190,6 +190,9 @@ def test_validate_end_to_end_on_cpu(cli: Cli, small_run: Path, tmp_path: Path) -
     quality = yaml.safe_load((out / "quality-profile.yaml").read_text())
     assert set(quality["by_k"]) == {0, *KS} and quality["by_k"][0] == 1.0
     assert all((r["clip_score"] is None) == r["partial"] for r in rows)
+    for k in KS:  # hit / the same prompt from scratch, per K
+        ratios = [h["clip_score"] / h["clip_score_scratch"] for h in hits if h["k_used"] == k]
+        assert quality["by_k"][k] == pytest.approx(np.mean(ratios), rel=1e-5)
     csv_rows = (out / "validation.csv").read_text().splitlines()
     assert csv_rows[0].startswith("bucket,component,stat") and any(r.startswith("K=2,service,p99") for r in csv_rows)
     assert "Diff%" in (out / "validation.md").read_text()

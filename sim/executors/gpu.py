@@ -129,6 +129,23 @@ class GpuExecutor:
             P.decode(pipe, latents)
         self._clock.sync()
 
+    def scratch_score(self, job: Job) -> float:
+        """Untimed: the CLIP score of ``job``'s prompt generated from noise (all N steps), the reference for its hit."""
+        import torch
+
+        from sim.profiling import pipelines as P
+
+        if self._scorer is None:
+            raise ConfigError("scratch_score needs a CLIP scorer (--clip-model)")
+        pipe = self._loaded.pipe
+        with torch.inference_mode():
+            sched = P.make_scheduler(pipe, self._scheduler, job.num_steps)
+            cond = P.encode(pipe, P.tokenize(pipe, [job.prompt]),
+                            P.tokenize(pipe, [""]) if self._guidance else None, job.height, job.width)
+            latents = P.initial_latents(pipe, sched, 1, job.height, job.width, job.seed)
+            latents, _ = P.denoise(pipe, sched, latents, cond, guidance_scale=self._guidance_scale)
+            return float(self._scorer.score(P.decode(pipe, latents), [job.prompt])[0])
+
     def run(self, job: Job) -> dict[str, Any]:
         """Execute one job; returns its measured components and what ran (timesteps, latent checksums)."""
         import torch

@@ -183,6 +183,8 @@ def validate(a: argparse.Namespace, log: Callable[[str], object] = print) -> tup
                     raise InputError(f"request {job.request_id}: out of GPU memory at batch 1, {job.width}x"
                                      f"{job.height}, {loaded.model} {dtype} (the {i} requests before it are "
                                      f"reported in {out})") from None
+                if scorer is not None and job.k_used > 0 and pick.role == "sample":
+                    m["clip_score_scratch"] = executor.scratch_score(job)  # after the timed run: not in its times
                 row = {"request_id": job.request_id, "row": job.row, "role": pick.role,
                        "outcome": run.outcome(job.row), "k_used": job.k_used, "num_steps": job.num_steps,
                        "reads_entry": job.reads_entry, "creates_entry": job.creates_entry, "width": job.width,
@@ -246,7 +248,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                      help="classifier-free guidance, which doubles the UNet batch (default on, as served)")
     cmd.add_argument("--guidance-scale", type=float, default=7.5)
     cmd.add_argument("--warmup", type=int, default=1, help="untimed warm-up generations first (default 1)")
-    cmd.add_argument("--clip-model", help="CLIP model folder: CLIP score of each image against its prompt")
+    cmd.add_argument("--clip-model", help="CLIP model folder: CLIP score of each image against its prompt, and of "
+                                           "each sampled hit's prompt generated from scratch (untimed)")
     cmd.set_defaults(func=_cmd)
 
 
