@@ -90,6 +90,28 @@ def test_sampler_spreads_over_strata() -> None:
     assert counts == {0: 5, 5: 3, 20: 4}  # 4 each; K=5 has only 3, its spare slot goes to the first open stratum
 
 
+def test_diff_table_on_made_up_rows() -> None:
+    from sim.validate.report import diff_table, target_check
+
+    def row(k: int, measured_step: float, role: str = "sample") -> dict:
+        steps = N - k
+        return {"role": role, "k_used": k, "text_encoder_s": 0.01, "sim_text_encoder_s": 0.01,
+                "step_s": [measured_step] * steps, "sim_step_s": 0.1, "vae_decode_s": 0.02, "sim_vae_decode_s": 0.02,
+                "fetch_s": 0.001 if k else 0.0, "sim_fetch_s": 0.002 if k else 0.0,
+                "service_s": 0.03 + steps * measured_step, "sim_service_s": 0.03 + steps * 0.1}
+
+    rows = [row(0, 0.1)] * 8 + [row(4, 0.125)] * 3 + [row(0, 9.9, role="support")]
+    table = {(r["bucket"], r["component"], r["stat"]): r for r in diff_table(rows)}
+    assert table["miss", "step", "mean"]["diff_pct"] == pytest.approx(0.0)  # supports are not compared
+    assert table["K=4", "step", "p50"]["diff_pct"] == pytest.approx(-20.0)  # 0.1 simulated vs 0.125 measured
+    assert table["K=4", "fetch", "mean"]["diff_pct"] == pytest.approx(100.0)
+    assert ("miss", "fetch", "mean") not in table  # a miss fetches nothing
+    assert table["K=4", "service", "mean"]["flag"] == "< 8 samples" and table["miss", "step", "p99"]["flag"] == ""
+    assert table["all", "step", "mean"]["values"] == 8 * N + 3 * (N - 4)
+    missed = target_check(list(table.values()))
+    assert missed and all(m.startswith("all ") for m in missed)  # K=4 is flagged, the miss bucket is exact
+
+
 def test_bad_input_is_one_line(cli: Cli, tmp_path: Path) -> None:
     code, _, err = cli("validate", str(tmp_path / "nope"), "--model", "tiny", "--device", "cpu")
     assert code == 2 and err.count("\n") == 1 and "no such run folder" in err
