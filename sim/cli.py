@@ -121,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     psub = profile.add_subparsers(dest="profile_command", required=True, metavar="PROFILE_COMMAND")
     for module in PROFILE_COMMANDS:
         importlib.import_module(module).add_cli(psub)
+    importlib.import_module("sim.validate.cli").add_cli(sub)
     return parser
 
 

@@ -115,7 +115,7 @@ def measured_provenance(command: str, loaded: Any, method: str, **extra: Any) ->
     }
 
 
-class _Clock:
+class Clock:
     """Time marks: CUDA events on the GPU's stream (read after one synchronise), perf_counter on the CPU."""
 
     def __init__(self, cuda: bool) -> None:
@@ -153,7 +153,7 @@ class Settings:
     seed: int
 
 
-def _one_pass(loaded: Any, clock: _Clock, s: Settings, width: int, height: int, batch: int,
+def _one_pass(loaded: Any, clock: Clock, s: Settings, width: int, height: int, batch: int,
               stop: int | None) -> tuple[float, list[float], float]:
     """One request batch end to end: (text encoder s, per-step s, VAE decode s)."""
     from sim.profiling import pipelines as P
@@ -180,7 +180,7 @@ def measure_entry(loaded: Any, gpu: str, s: Settings, width: int, height: int, b
     import torch
 
     cuda = loaded.device.type == "cuda"
-    clock = _Clock(cuda)
+    clock = Clock(cuda)
     if cuda:
         torch.cuda.reset_peak_memory_stats(loaded.device)
     with torch.inference_mode():

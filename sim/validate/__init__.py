@@ -1,0 +1,1 @@
+"""Real-GPU validation: sample a simulated run's requests, execute them with diffusers, report Diff%."""
