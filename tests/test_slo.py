@@ -1,0 +1,46 @@
+"""SLO search: the load and the fleet it reports meet the SLO, and one step further does not."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from sim.experiments.config import experiment_from_data
+from sim.experiments.slo import _at_scale, _probe, _with_count, search
+
+Cli = Callable[..., tuple[int, str, str]]
+BASE = {"name": "slo", "trace": {"limit": 800}, "cache": {"capacity_noises": 1500}}
+
+
+@pytest.mark.slow
+def test_search_brackets_the_slo() -> None:
+    slo = 30.0
+    runs = experiment_from_data(BASE).runs()
+    [result] = search(runs, slo, pool=0, max_gpus=64, tolerance=0.05)
+    cfg = runs[0][1]
+    scale = result["max_load_scale"]
+    assert _probe(_at_scale(cfg, scale), slo, "load", scale)[0].meets
+    assert not _probe(_at_scale(cfg, scale * 1.1), slo, "load", scale)[0].meets  # beyond the 5% bracket
+    n = result["gpus_needed"]
+    assert n >= 1 and _probe(_with_count(cfg, 0, n), slo, "gpus", n)[0].meets
+    if n > 1:
+        assert not _probe(_with_count(cfg, 0, n - 1), slo, "gpus", n - 1)[0].meets
+    assert result["slo_fleet"]["gpus"] == n and result["slo_fleet"]["fleet"]["usd_per_1000_images"] > 0
+
+
+def test_cli_writes_tables_and_refuses_a_bad_slo(cli: Cli, tmp_path: Path) -> None:
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(json.dumps({**BASE, "trace": {"limit": 200}}))
+    out = tmp_path / "out"
+    code, _, err = cli("slo", str(exp), "--p99", "0", "--out", str(out))
+    assert code == 2 and "--p99" in err and not out.exists()
+    code, _, err = cli("slo", str(exp), "--p99", "40", "--pool", "3", "--out", str(out))
+    assert code == 2 and "--pool 3" in err and not out.exists()
+    code, stdout, err = cli("slo", str(exp), "--p99", "40", "--out", str(out))
+    assert code == 0, err
+    data = json.loads((out / "slo.json").read_text())
+    assert data["p99_slo_s"] == 40 and data["results"][0]["gpus_needed"] >= 1
+    assert "GPUs needed" in (out / "slo.md").read_text() and "SLO search" in stdout
