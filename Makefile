@@ -9,7 +9,7 @@ OUT ?= results/default
 SYNTH_TRACE := traces/synth/default.parquet
 
 .DEFAULT_GOAL := help
-.PHONY: help run traces test test-slow test-all lint golden bench clean
+.PHONY: help run traces test test-slow test-all lint golden bench paper clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ run: $(VENV)/.runtime $(SYNTH_TRACE)  ## run the default experiment (tables and 
 	$(PY) -m sim run $(EXPERIMENT) --out $(OUT) --overwrite
 
 traces: $(SYNTH_TRACE)  ## build the default experiment's synthetic trace
+
+paper: $(VENV)/.runtime $(SYNTH_TRACE)  ## the paper's experiments (a)-(d) beside its published values, in results/paper-*
+	$(PY) -m sim paper all --overwrite
 
 $(SYNTH_TRACE): experiments/synth/default.yaml | $(VENV)/.runtime
 	$(PY) -m sim trace synth --requests 20000 --seed 0 --config experiments/synth/default.yaml --out $@

@@ -123,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
         importlib.import_module(module).add_cli(psub)
     importlib.import_module("sim.validate.cli").add_cli(sub)
     importlib.import_module("sim.experiments.slo").add_cli(sub)
+    importlib.import_module("sim.experiments.paper").add_cli(sub)
     return parser
 
 

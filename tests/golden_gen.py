@@ -18,6 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "golden" / "tiny_counts.json"
 EXAMPLES = sorted((ROOT / "experiments" / "examples").glob("*.yaml"))
 EXAMPLE_GOLDEN = ROOT / "tests" / "golden" / "examples"
+#: the paper's capacity experiment reduced to the bundled trace (experiments/paper/capacity-ci.yaml)
+PAPER_CI = ROOT / "experiments" / "paper" / "capacity-ci.yaml"
+PAPER_CI_GOLDEN = ROOT / "tests" / "golden" / "paper_capacity_ci.json"
 CAPACITIES = (150, 1500, 5000)
 COUNT_KEYS = ("hits", "misses", "hole_hits", "hole_misses", "steps_skipped", "admissions", "evicted_noises")
 
@@ -38,6 +41,11 @@ def counts(cfg: RunConfig) -> dict[str, Any]:
     return {**{k: summary[k] for k in COUNT_KEYS}, "k_histogram": summary["k_histogram"]}
 
 
+def paper_ci_counts() -> dict[str, Any]:
+    """Integer counts of every point of the reduced capacity experiment, by run folder name."""
+    return {name: counts(cfg) for name, cfg in load_experiment(PAPER_CI).runs()}
+
+
 def example_summaries(path: Path) -> dict[str, Any]:
     """Every run's summary of one experiments/examples file, by run folder name."""
     return {name: simulate(cfg)[2] for name, cfg in load_experiment(path).runs()}
@@ -48,6 +56,8 @@ def main() -> None:
     GOLDEN.parent.mkdir(parents=True, exist_ok=True)
     GOLDEN.write_text(json.dumps(golden, indent=1, sort_keys=True) + "\n")
     print(f"wrote {len(golden)} cases to {GOLDEN}")
+    PAPER_CI_GOLDEN.write_text(json.dumps(paper_ci_counts(), indent=1, sort_keys=True) + "\n")
+    print(f"wrote {PAPER_CI_GOLDEN}")
     EXAMPLE_GOLDEN.mkdir(parents=True, exist_ok=True)
     for path in EXAMPLES:
         target = EXAMPLE_GOLDEN / f"{path.stem}.json"

@@ -9,7 +9,7 @@ import pytest
 
 from sim.experiments.config import experiment_from_data
 from sim.experiments.runner import simulate
-from tests.golden_gen import CAPACITIES, GOLDEN, cases, counts
+from tests.golden_gen import CAPACITIES, GOLDEN, PAPER_CI, PAPER_CI_GOLDEN, cases, counts
 
 GOLDEN_COUNTS: dict[str, Any] = json.loads(GOLDEN.read_text())
 CASES = dict(cases())
@@ -125,3 +125,29 @@ def test_write_delay_defers_admission() -> None:
         return int((run_engine(sc)["k_used"] > 0).sum())
 
     assert hits(True) < hits(False)
+
+
+# The paper's capacity experiment (a), reduced to the bundled trace, under both executors (`make golden`).
+PAPER_CI_COUNTS: dict[str, Any] = json.loads(PAPER_CI_GOLDEN.read_text())
+
+
+def test_paper_ci_counts_match_golden() -> None:
+    from sim.experiments.config import load_experiment
+
+    runs = dict(load_experiment(PAPER_CI).runs())
+    assert sorted(runs) == sorted(PAPER_CI_COUNTS), "experiment changed: run `make golden` and review the diff"
+    got = {name: counts(cfg) for name, cfg in runs.items()}
+    assert got == PAPER_CI_COUNTS
+
+
+def test_paper_ci_partner_admission_timing_matters() -> None:
+    """Sensitivity partner: the same point under the other executor (admission timing) gives other counts."""
+    import dataclasses
+
+    from sim.experiments.config import load_experiment
+
+    name = "cache.policy=lcbfu,cache.capacity_noises=30,run.executor=engine"
+    cfg = dict(load_experiment(PAPER_CI).runs())[name]
+    other = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, executor="sequential"))
+    assert counts(other) != PAPER_CI_COUNTS[name]
+    assert counts(other) == PAPER_CI_COUNTS[name.replace("engine", "sequential")]
