@@ -22,7 +22,7 @@ class Executor(ABC):
         """Execute every request of ``scenario`` (which it consumes: the mode's cache state advances)."""
 
 
-def record_decision(rec: Records, i: int, d: Decision) -> None:
+def record_decision(rec: Records | dict[str, list], i: int, d: Decision) -> None:
     rec["similarity"][i] = d.similarity
     rec["similarity_raw"][i] = d.similarity_raw
     rec["matched_entry"][i] = d.matched_entry
@@ -33,7 +33,7 @@ def record_decision(rec: Records, i: int, d: Decision) -> None:
     rec["gpu_steps"][i] = d.gpu_steps
 
 
-def record_admission(rec: Records, i: int, now: float, done: Admitted) -> None:
+def record_admission(rec: Records | dict[str, list], i: int, now: float, done: Admitted) -> None:
     rec["admit_s"][i] = now
     rec["admitted_entry"][i] = done.entry_id
     rec["num_evicted"][i] = done.num_evicted

@@ -11,16 +11,31 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Generator
+from functools import partial
 
 import numpy as np
 import simpy
+from simpy.events import URGENT
 
 from sim.executors import EXECUTORS
 from sim.executors.base import Executor, record_admission, record_decision
 from sim.hardware.routing import GpuState
 from sim.scenario import Scenario
-from sim.scenario.records import Records, new_records
+from sim.scenario.modes.base import Decision
+from sim.scenario.records import RECORD_SCHEMA, Records
 from sim.scenario.service import service_s
+
+
+class _Start(simpy.Event):
+    """A request's arrival, handled like SimPy's own process start (an URGENT event at the current time),
+    so that callbacks give the event order a process per request would."""
+
+    def __init__(self, env: simpy.Environment, callback: Callable[[simpy.Event], None]) -> None:
+        self.env = env
+        self.callbacks = [callback]
+        self._value = None
+        self._ok = True
+        env.schedule(self, URGENT)
 
 
 @EXECUTORS.register("engine")
@@ -36,7 +51,7 @@ class EngineExecutor(Executor):
 
 
 class Engine:
-    """One SimPy model of a Scenario: a process per request, a worker process per GPU."""
+    """One SimPy model of a Scenario: each request a chain of callbacks, each GPU a worker process."""
 
     def __init__(self, scenario: Scenario) -> None:
         self._sc = scenario
@@ -64,9 +79,14 @@ class Engine:
         self._num_open = 0
         n = len(self._req)
         # The plan: what each request's decision asks of a GPU (executor state, not read back from records).
-        self._steps = np.zeros(n, dtype=np.int64)
-        self._cls = np.zeros(n, dtype=np.int64)
-        self.records = new_records(n)
+        self._steps = [0] * n
+        self._cls = [0] * n
+        self._factor: list[float] = self._req.step_factor.tolist()
+        self._num_steps: list[int] = self._req.num_steps.tolist()
+        # Records are filled as Python lists (an item store is several times cheaper than numpy's) and
+        # turned into arrays once, when the run ends.
+        self.records: Records = {}
+        self._rec: dict[str, list] = {name: [fill] * n for name, (_, fill) in RECORD_SCHEMA.items()}
 
     def run(self) -> Records:
         env = simpy.Environment()
@@ -77,6 +97,7 @@ class Engine:
         self._all_done = env.event()
         self._num_open = len(self._req)
         env.run(until=self._all_done)
+        self.records = {name: np.asarray(col, dtype=RECORD_SCHEMA[name][0]) for name, col in self._rec.items()}
         return self.records
 
     def _close(self) -> None:
@@ -85,63 +106,85 @@ class Engine:
             self._all_done.succeed()
 
     def _arrivals(self, env: simpy.Environment) -> Generator[simpy.Event, None, None]:
-        arrival = self._req.arrival_s
-        for i in range(len(arrival)):
-            wait = arrival[i] - env.now
+        for i, arrival_s in enumerate(self._req.arrival_s.tolist()):
+            wait = arrival_s - env.now
             if wait > 0:
                 yield env.timeout(wait)
-            env.process(self._request(env, i))
+            _Start(env, partial(self._start, env, i))
 
-    def _request(self, env: simpy.Environment, i: int) -> Generator[simpy.Event, object, None]:
-        rec, mode = self.records, self._mode
-        rec["arrival_s"][i] = env.now
-        embed_s = search_s = fetch_s = 0.0
-        if mode.searches:
-            embed_s = self._frontend.embed_s
-            if embed_s > 0:
-                yield env.timeout(embed_s)
-            search_s = self._frontend.search_s(mode.search_size(i))
-            # The lookup sees the cache as it is when the search starts.
-            decision = mode.decide(i, env.now)
-            if search_s > 0:
-                yield env.timeout(search_s)
+    # -- a request's lifecycle, as callbacks (no process per request) -------------------------------
+    # Each stage schedules the next exactly where a process would have yielded, so events are created,
+    # and ties at equal times broken, in the same order as a process per request would give.
+    def _start(self, env: simpy.Environment, i: int, _: simpy.Event) -> None:
+        self._rec["arrival_s"][i] = env.now
+        if not self._mode.searches:
+            self._decided(env, i, 0.0, 0.0, self._mode.decide(i, env.now))
+            return
+        embed_s = self._frontend.embed_s
+        if embed_s > 0:
+            env.timeout(embed_s).callbacks.append(partial(self._lookup, env, i, embed_s))
         else:
-            decision = mode.decide(i, env.now)
+            self._lookup(env, i, embed_s, None)
+
+    def _lookup(self, env: simpy.Environment, i: int, embed_s: float, _: simpy.Event | None) -> None:
+        search_s = self._frontend.search_s(self._mode.search_size(i))
+        # The lookup sees the cache as it is when the search starts.
+        decision = self._mode.decide(i, env.now)
+        if search_s > 0:
+            env.timeout(search_s).callbacks.append(lambda _: self._decided(env, i, embed_s, search_s, decision))
+        else:
+            self._decided(env, i, embed_s, search_s, decision)
+
+    def _decided(self, env: simpy.Environment, i: int, embed_s: float, search_s: float, decision: Decision) -> None:
+        rec = self._rec
         record_decision(rec, i, decision)
-        if decision.fetch_bytes:
-            fetch_s = self._tier.read_s(decision.fetch_bytes)
-            yield env.timeout(fetch_s)
         rec["embed_s"][i] = embed_s
         rec["search_s"][i] = search_s
-        rec["fetch_s"][i] = fetch_s
-        rec["num_steps"][i] = self._req.num_steps[i]
+        rec["num_steps"][i] = self._num_steps[i]
+        if decision.fetch_bytes:
+            fetch_s = self._tier.read_s(decision.fetch_bytes)
+            rec["fetch_s"][i] = fetch_s
+            env.timeout(fetch_s).callbacks.append(lambda _: self._to_gpu(env, i, decision))
+        else:
+            rec["fetch_s"][i] = 0.0
+            self._to_gpu(env, i, decision)
 
+    def _to_gpu(self, env: simpy.Environment, i: int, decision: Decision) -> None:
         if decision.gpu_steps > 0:
             self._steps[i] = decision.gpu_steps
             self._cls[i] = decision.latency_class
-            done = env.event()
+            done = env.event()  # the GPU worker fills start, wait, service and finish, then triggers it
+            done.callbacks.append(lambda _: self._served(env, i, decision))
             self._enqueue(env, i, done)
-            yield done  # the GPU worker fills start, wait, service and finish
-        else:  # served without a GPU (a cached final image)
-            rec["queue_wait_s"][i] = rec["service_s"][i] = 0.0
-            rec["finish_s"][i] = env.now
-            rec["latency_s"][i] = env.now - rec["arrival_s"][i]
+            return
+        rec = self._rec  # served without a GPU (a cached final image)
+        rec["queue_wait_s"][i] = rec["service_s"][i] = 0.0
+        rec["finish_s"][i] = env.now
+        rec["latency_s"][i] = env.now - rec["arrival_s"][i]
+        self._served(env, i, decision)
 
-        if decision.admit_bytes:
-            if self._write_delay:
-                yield env.timeout(self._tier.write_s(decision.admit_bytes))
-            record_admission(rec, i, env.now, mode.admit(i, env.now))
+    def _served(self, env: simpy.Environment, i: int, decision: Decision) -> None:
+        if not decision.admit_bytes:
+            self._close()
+        elif self._write_delay:
+            env.timeout(self._tier.write_s(decision.admit_bytes)).callbacks.append(lambda _: self._admit(env, i))
+        else:
+            self._admit(env, i)
+
+    def _admit(self, env: simpy.Environment, i: int) -> None:
+        record_admission(self._rec, i, env.now, self._mode.admit(i, env.now))
         self._close()
 
     # -- GPU stage -------------------------------------------------------------------------------
     def _expected_s(self, i: int) -> Callable[[GpuState], float]:
         """Request i's service time at batch size 1 on a given GPU (what routers compare)."""
-        steps, cls, service = int(self._steps[i]), int(self._cls[i]), self._service
+        steps, cls, service = self._steps[i], self._cls[i], self._service
 
         def expected(g: GpuState) -> float:
             return service.expected_s(g.index, cls, steps)
 
         return expected
+
     def _enqueue(self, env: simpy.Environment, i: int, done: simpy.Event) -> None:
         self._done[i] = done
         self._enqueued_s[i] = env.now
@@ -194,10 +237,10 @@ class Engine:
     def _run(self, env: simpy.Environment, g: GpuState, batch: list[int]) -> Generator[simpy.Event, object, None]:
         """Static batching: members start together at one batch-size step time; each leaves after its
         own steps and decode; the GPU is free when the longest member is done."""
-        req, rec = self._req, self.records
-        lat = self._service.latency(g.index, int(self._cls[batch[0]]), len(batch))
-        factor = float(max(req.step_factor[j] for j in batch))
-        durations = [service_s(lat, int(self._steps[j]), factor) for j in batch]
+        rec, steps = self._rec, self._steps
+        lat = self._service.latency(g.index, self._cls[batch[0]], len(batch))
+        factor = self._factor[batch[0]] if len(batch) == 1 else max(self._factor[j] for j in batch)
+        durations = [service_s(lat, steps[j], factor) for j in batch]
         start = env.now
         longest = max(durations)
         g.in_service = len(batch)
@@ -217,8 +260,9 @@ class Engine:
 
     def _finish_after(self, env: simpy.Environment, j: int, delay_s: float) -> None:
         def finish(_: simpy.Event) -> None:
-            self.records["finish_s"][j] = env.now
-            self.records["latency_s"][j] = env.now - self.records["arrival_s"][j]
+            rec = self._rec
+            rec["finish_s"][j] = env.now
+            rec["latency_s"][j] = env.now - rec["arrival_s"][j]
             self._done.pop(j).succeed()
 
         env.timeout(delay_s).callbacks.append(finish)
