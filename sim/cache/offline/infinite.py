@@ -1,0 +1,22 @@
+"""Infinite: a cache large enough for every miss of the trace, so nothing is ever evicted (the ceiling)."""
+
+from __future__ import annotations
+
+from sim.cache.offline import OFFLINE
+from sim.cache.offline.base import OfflineReference
+from sim.cache.policies.base import NO_REQUEST, Item, RequestContext
+from sim.cache.policies.fifo import FIFO
+
+
+@OFFLINE.register("infinite")
+class Infinite(OfflineReference, FIFO):
+    """Reference, not a policy: the store's builder sizes the cache to hold a noise at every K for every
+    request of the trace (the only future it reads is the trace's length), so ``victim`` is never asked;
+    it orders FIFO so that the contract (a victim is a tracked item) still holds. Every other policy's
+    compute saved on the same trace is at most this one's only with the same admission timing: that is
+    why it runs under the sequential executor."""
+
+    name = "infinite"
+
+    def on_hit(self, item: Item, now: float, ctx: RequestContext = NO_REQUEST) -> None:
+        pass
