@@ -71,6 +71,14 @@ KNOBS: list[tuple[Any, ...]] = [
     ("trace.time_scale", 0.5),
     ("trace.limit", 1000),
     ("storage.latent_tier", "host_ram"),
+    ("cache.admission", "second_hit"),
+    ("cache.admission_params.q", 0.3, [("cache.admission", "probabilistic")]),
+    ("cache.admission_params.window_requests", 50, [("cache.admission", "second_hit")]),
+    ("seed", 7, [("cache.admission", "probabilistic")]),
+    ("cache.policy_params.window_requests", 50, [("cache.policy", "lcbfu_window")]),
+    ("cache.policy_params.decline_exponent", 1.0, [("cache.policy", "rnd_lru")]),
+    ("cache.policy_params.q", 0.5, [("cache.policy", "qlru_dc")]),
+    ("seed", 7, [("cache.policy", "rnd_lru")]),
 ]
 
 
