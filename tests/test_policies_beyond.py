@@ -258,3 +258,17 @@ def test_admission_context_carries_the_admission_time_not_the_lookup_time() -> N
     assert store.access(0, vectors[0], 0, 1.0, 0, max_k=49).k_used == 0
     store.admit(0, vectors[0], 0, 1, 9.0, 0)
     assert {policy._heap.key(item)[1] for item in policy.items()} == {9.0}
+
+
+@pytest.mark.slow
+def test_static_greedy_replay_skips_exactly_its_objective_on_the_tiny_trace() -> None:
+    from sim.executors import EXECUTORS
+    from sim.experiments.build import build_scenario
+    from sim.workload.trace import load_trace
+
+    cfg = experiment_from_data({"name": "g", "run": {"executor": "sequential"},
+                                "cache": {"policy": "static_greedy", "capacity_noises": 150}}).base
+    scenario, _ = build_scenario(cfg, load_trace(cfg.trace.path))
+    rec = EXECUTORS.get("sequential")().run(scenario)
+    policy = scenario.mode.store.policy  # type: ignore[attr-defined]
+    assert len(policy.chosen) == 30 and int(rec["k_used"].sum()) == policy.objective == 11540
