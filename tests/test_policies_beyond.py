@@ -116,11 +116,13 @@ def test_lcbfu_freezes_and_lcbfu_da_does_not() -> None:
 
 
 # -- similarity-caching baselines -----------------------------------------------------------------
-def test_sim_lru_refreshes_the_whole_prompt() -> None:
-    p = POLICIES.get("sim_lru")("noise")
-    inserted(p, [1, 2])
-    p.on_hit((1, 10), 5.0, ctx(5, 10))
-    assert drain(p) == [(2, k) for k in KS] + [(1, k) for k in KS]
+@pytest.mark.parametrize("name", ["sim_lru", "rnd_lru", "qlru_dc"])
+def test_sim_lru_family_refreshes_the_whole_prompt(name: str) -> None:
+    p = POLICIES.get(name)("noise")
+    inserted(p, [1, 2, 3])
+    p.on_hit((1, 10), 5.0, ctx(5, 10))  # a served hit on prompt 1's K = 10 noise: all of 1 goes to the back
+    p.on_hit((2, 25), 6.0, ctx(6, 25))
+    assert drain(p) == [(3, k) for k in KS] + [(1, k) for k in KS] + [(2, k) for k in KS]
 
 
 def test_lru_refreshes_only_the_noise_used() -> None:
