@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sim.cache.offline import OFFLINE
 from sim.cache.policies import POLICIES
 from sim.experiments.config import RunConfig, experiment_from_data, load_experiment
 from sim.experiments.runner import simulate
@@ -26,13 +27,19 @@ COUNT_KEYS = ("hits", "misses", "hole_hits", "hole_misses", "steps_skipped", "ad
 
 
 def cases() -> list[tuple[str, RunConfig]]:
-    """Every registered policy x unit x capacity, on the whole tiny trace."""
+    """Every registered policy x unit x capacity, on the whole tiny trace; offline references (which run
+    only under the sequential executor) at the same capacities, one unit each."""
     out = []
     for policy in POLICIES.names():
         for unit in POLICIES.get(policy).units:
             for cap in CAPACITIES:
                 data = {"name": "golden", "cache": {"policy": policy, "eviction_unit": unit, "capacity_noises": cap}}
                 out.append((f"{policy}/{unit}/{cap}", experiment_from_data(data).base))
+    for policy in OFFLINE.names():
+        for cap in CAPACITIES:
+            data = {"name": "golden", "run": {"executor": "sequential"},
+                    "cache": {"policy": policy, "eviction_unit": "noise", "capacity_noises": cap}}
+            out.append((f"{policy}/noise/{cap}", experiment_from_data(data).base))
     return out
 
 

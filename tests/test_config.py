@@ -27,7 +27,8 @@ BAD: list[tuple[dict[str, Any], str]] = [
     ({"metrics": {"warmup_requests": -1}}, r"metrics\.warmup_requests: expected an integer >= 0"),
     ({"run": {"executor": "sequential"}, "hardware": {"batch_window_s": 1.0}},
      r"hardware\.batch_window_s: expected 0 with run\.executor sequential"),
-    ({"cache": {"policy": "arc"}}, r"cache\.policy: expected one of fifo, lcbfu, lfu, lru, got 'arc'"),
+    ({"cache": {"policy": "arc"}}, r"cache\.policy: expected one of fifo, lcbfu, lcbfu_da, lcbfu_window, lfu, lru, "
+     r"qlru_dc, rnd_lru, sim_lru, or an offline reference \(belady_like, infinite, static_greedy\), got 'arc'"),
     ({"cache": {"policy": "lcbfu", "eviction_unit": "prompt"}}, r"cache\.eviction_unit: expected one of \['noise'\]"),
     ({"cache": {"eviction_unit": "page"}}, r"cache\.eviction_unit: expected one of 'noise', 'prompt'"),
     ({"cache": {"retrieval": "faiss"}}, r"cache\.retrieval: expected one of exact_cosine, exact_key"),

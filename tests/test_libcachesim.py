@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from sim.cache.kselect import KTable
-from sim.cache.policies import POLICIES, Item, Policy, Unit
+from sim.cache.policies import NO_REQUEST, POLICIES, Item, Policy, RequestContext, Unit
 from sim.cache.store import CacheStore
 from sim.retrieval import RETRIEVERS
 
@@ -21,7 +21,14 @@ CAPACITY_FRACTIONS = (0.01, 0.05, 0.20)  # of the distinct ids in the trace
 # Registered policy -> libCacheSim class with the same semantics on unit-size objects.
 ORACLES: dict[str, Callable[[int], lcs.CacheBase]] = {"fifo": lcs.FIFO, "lru": lcs.LRU, "lfu": lcs.LFU}
 # Registered policies with no exact-key counterpart in libCacheSim, and why.
-NO_ORACLE = {"lcbfu": "scores K x uses per noise; with exact keys only K=25 is ever hit"}
+NO_ORACLE = {
+    "lcbfu": "scores K x uses per noise; with exact keys only K=25 is ever hit",
+    "lcbfu_da": "LCBFU's score with aging; libCacheSim's LFUDA counts objects, not K x uses per noise",
+    "lcbfu_window": "a windowed K x uses; libCacheSim has no windowed LFU",
+    "sim_lru": "with exact keys and unit prompt it is LRU (checked by lru's oracle); no similarity in libCacheSim",
+    "rnd_lru": "declines hits at random by K; no similarity in libCacheSim",
+    "qlru_dc": "inserts at random by K saved; no similarity in libCacheSim",
+}
 
 
 def zipf_trace(num_requests: int, num_ids: int, alpha: float, seed: int) -> np.ndarray:
@@ -93,11 +100,11 @@ class LFUAdmissionTies(Policy):
         self._key: dict[Item, tuple[int, int]] = {}
         self._seq = 0
 
-    def on_insert(self, item: Item, now: float) -> None:
+    def on_insert(self, item: Item, now: float, ctx: RequestContext = NO_REQUEST) -> None:
         self._seq += 1
         self._key[item] = (0, self._seq)
 
-    def on_hit(self, item: Item, now: float) -> None:
+    def on_hit(self, item: Item, now: float, ctx: RequestContext = NO_REQUEST) -> None:
         uses, admitted = self._key[item]
         self._key[item] = (uses + 1, admitted)
 

@@ -9,16 +9,25 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sim.cache.admission import ADMISSIONS
 from sim.cache.kselect import DEFAULT_KS
-from sim.cache.policies import POLICIES, WHOLE_PROMPT, Item, Policy, Unit
+from sim.cache.offline import OFFLINE
+from sim.cache.policies import POLICIES, WHOLE_PROMPT, Item, Policy, RequestContext, Unit
 from sim.errors import RegistryError
 from sim.registry import Registry
 from tests.helpers import drain
 
 ALL_UNITS: tuple[Unit, ...] = typing.get_args(Unit)
 
+
+def make(name: str, unit: Unit) -> Policy:
+    """An online policy, or an offline reference without a trace (its hooks must still keep the contract)."""
+    return (OFFLINE if name in OFFLINE else POLICIES).get(name)(unit)
+
+
 CASES = [
-    pytest.param(name, unit, id=f"{name}-{unit}") for name in POLICIES.names() for unit in POLICIES.get(name).units
+    pytest.param(name, unit, id=f"{name}-{unit}")
+    for reg in (POLICIES, OFFLINE) for name in reg.names() for unit in reg.get(name).units  # type: ignore[attr-defined]
 ]
 
 # An operation on a policy: ("insert" | "hit" | "remove", index into the item universe).
@@ -57,7 +66,7 @@ def populated(name: str, unit: Unit) -> tuple[Policy, set[Item]]:
     ops: list[Op] = [("insert", i) for i in range(12)]
     ops += [("hit", i) for i in (3, 7, 7, 1, 11, 3, 3, 0)]
     ops += [("remove", 5), ("remove", 0), ("insert", 15), ("hit", 15), ("insert", 5)]
-    policy = POLICIES.get(name)(unit)
+    policy = make(name, unit)
     return policy, apply_ops(policy, items, ops)
 
 
@@ -109,7 +118,7 @@ def test_unknown_name_is_a_registry_error() -> None:
 # -- contract -------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("name", "unit"), CASES)
 def test_new_policy_is_empty(name: str, unit: Unit) -> None:
-    policy = POLICIES.get(name)(unit)
+    policy = make(name, unit)
     assert len(policy) == 0
     assert policy.items() == []
     assert (0, 5) not in policy and (0, WHOLE_PROMPT) not in policy
@@ -126,7 +135,7 @@ def test_victim_is_tracked(name: str, unit: Unit) -> None:
 
 @pytest.mark.parametrize(("name", "unit"), CASES)
 def test_single_item_is_the_victim(name: str, unit: Unit) -> None:
-    policy = POLICIES.get(name)(unit)
+    policy = make(name, unit)
     item = universe(unit)[7]
     policy.on_insert(item, 0.0)
     policy.on_hit(item, 1.0)
@@ -188,7 +197,7 @@ def test_removed_item_can_be_reinserted(name: str, unit: Unit) -> None:
 @settings(max_examples=40, deadline=None)
 @given(ops=OPS)
 def test_random_ops_track_inserted_minus_removed(name: str, unit: Unit, ops: list[Op]) -> None:
-    policy = POLICIES.get(name)(unit)
+    policy = make(name, unit)
     tracked = apply_ops(policy, universe(unit), ops)
     assert len(policy) == len(tracked)
     assert set(policy.items()) == tracked
@@ -200,3 +209,18 @@ def test_random_ops_track_inserted_minus_removed(name: str, unit: Unit, ops: lis
         assert policy.victim() == first
         assert set(policy.items()) == tracked
     assert sorted(drain(policy)) == sorted(tracked)
+
+
+# -- admission contract ---------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ADMISSIONS.names())
+def test_admission_is_deterministic_per_seed_and_answers_bools(name: str) -> None:
+    import numpy as np
+
+    def answers(seed: int) -> list[bool]:
+        adm = ADMISSIONS.get(name)(None, np.random.default_rng(seed))
+        return [adm.admit(RequestContext(i, float(i), key=i % 7)) for i in range(200)]
+
+    first = answers(3)
+    assert first == answers(3)
+    assert all(isinstance(a, bool) for a in first)
+    assert any(first), "an admission policy that never admits would empty every cache"

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from sim.cache.admission import Admission
+from sim.cache.admission.always import Always
 from sim.cache.kselect import MISS, KTable, resolve_hole
-from sim.cache.policies import WHOLE_PROMPT, Item, Policy
+from sim.cache.offline.base import OfflineReference
+from sim.cache.policies import WHOLE_PROMPT, Item, Policy, RequestContext
 from sim.retrieval.base import Retriever
+
+#: lookups whose admission context is remembered (more than the requests in flight at once)
+_MAX_PENDING = 1 << 14
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +33,7 @@ class AccessResult:
 
 @dataclass(frozen=True, slots=True)
 class AdmitResult:
-    entry_id: int  # -1 when the group is larger than the whole cache and was not admitted
+    entry_id: int  # -1 when not admitted: larger than the whole cache, or refused by admission
     num_evicted_noises: int
 
 
@@ -45,6 +51,9 @@ class CacheStore:
 
     Invariants (checked by ``check()``): used noises/bytes never exceed capacity; an entry is in its
     partition's index iff it holds at least one noise; the policy tracks exactly the cached items.
+    Every policy hook gets the request's ``RequestContext``. A miss enters only when the admission
+    policy and the eviction policy's own ``admits`` agree; a hit is served only when ``policy.serves``.
+    An offline reference's ``initial_content`` is inserted before the first request.
     """
 
     def __init__(
@@ -57,6 +66,7 @@ class CacheStore:
         capacity_noises: int | None = None,
         capacity_bytes: int | None = None,
         similarity_scale: Callable[[float], float] | None = None,
+        admission: Admission | None = None,
     ) -> None:
         if capacity_noises is None and capacity_bytes is None:
             raise ValueError("a cache needs capacity_noises or capacity_bytes")
@@ -74,6 +84,14 @@ class CacheStore:
         self._by_prompt = policy.unit == "prompt"
         # Maps the retriever's cosine onto the scale the K table is written in (CLIP text cosine).
         self._scale = similarity_scale
+        self.admission = admission if admission is not None else Always()
+        # Lookup context of each miss awaiting admission (under the timed engine others run in between).
+        self._pending: dict[int, RequestContext] = {}
+        self.num_declined = 0  # hits the policy chose not to serve (run as misses)
+        self.num_refused = 0  # misses offered for admission and refused
+        if isinstance(policy, OfflineReference):
+            for part, vector, key, noise_bytes in policy.initial_content(self.capacity_noises, self.capacity_bytes):
+                self._insert(part, vector, key, noise_bytes, RequestContext(-1, 0.0, key))
 
     # -- lookups ---------------------------------------------------------------------------------
     def access(
@@ -85,35 +103,75 @@ class CacheStore:
         ``max_k`` caps the K a hit may use (a request with N steps can skip at most N - 1): a larger K
         asked by the similarity resolves like a hole, to the largest cached K' <= max_k, and is not
         flagged as one (the cap is the request's, not eviction's)."""
+        num_steps = max_k + 1 if max_k is not None else 0
+        top = self.table.thresholds[0][1]
+        k_top = resolve_hole(top if max_k is None else min(top, max_k), self.ks)
         index = self._index.get(partition)
         found = index.nearest(vector, text_key, request) if index is not None else None
         if found is None:
-            return AccessResult(-1, float("nan"), float("nan"), MISS, MISS, False)
+            return self._looked_up(AccessResult(-1, float("nan"), float("nan"), MISS, MISS, False),
+                                   RequestContext(request, now, text_key, num_steps=num_steps, k_top=k_top))
         entry_id, raw = found
         similarity = self._scale(raw) if self._scale is not None else raw
         k_selected = self.table.select(similarity)
         if k_selected == MISS:
-            return AccessResult(entry_id, similarity, raw, MISS, MISS, False)
+            return self._looked_up(AccessResult(entry_id, similarity, raw, MISS, MISS, False),
+                                   RequestContext(request, now, text_key, similarity, entry_id, num_steps=num_steps,
+                                                  k_top=k_top))
         k_asked = k_selected if max_k is None else min(k_selected, max_k)
         k_used = resolve_hole(k_asked, self._entries[entry_id].ks)
+        ctx = RequestContext(request, now, text_key, similarity, entry_id, k_asked, k_used, num_steps, k_top)
         if k_used != MISS:
             item = (entry_id, WHOLE_PROMPT) if self._by_prompt else (entry_id, k_used)
-            self.policy.on_hit(item, now)
-        return AccessResult(entry_id, similarity, raw, k_selected, k_used, k_used != k_asked)
+            if not self.policy.serves(item, ctx):
+                # Declined (RND-LRU, qLRU-dC): run as a miss, which offers the request for admission.
+                self.num_declined += 1
+                ctx = RequestContext(request, now, text_key, similarity, entry_id, k_asked, MISS, num_steps, k_top)
+                return self._looked_up(AccessResult(entry_id, similarity, raw, k_selected, MISS, False), ctx)
+            self.policy.on_access(ctx)
+            self.policy.on_hit(item, now, ctx)
+            return AccessResult(entry_id, similarity, raw, k_selected, k_used, k_used != k_asked)
+        return self._looked_up(AccessResult(entry_id, similarity, raw, k_selected, k_used, True), ctx)
+
+    def _looked_up(self, result: AccessResult, ctx: RequestContext) -> AccessResult:
+        """A lookup that found no usable noise: the policy hears it, and its context waits for admission."""
+        self.policy.on_access(ctx)
+        if ctx.request >= 0:
+            self._pending[ctx.request] = ctx
+            if len(self._pending) > _MAX_PENDING:
+                # Modes that never admit by request index leave their misses here: keep the newest only.
+                del self._pending[next(iter(self._pending))]
+        return result
 
     # -- admission and eviction ------------------------------------------------------------------
     def admit(
-        self, partition: Hashable, vector: np.ndarray, text_key: int, noise_bytes: int, now: float
+        self, partition: Hashable, vector: np.ndarray, text_key: int, noise_bytes: int, now: float,
+        request: int = -1,
     ) -> AdmitResult:
         """Admit one prompt with a noise at every cached K, evicting by policy until it fits.
 
         The group is admitted whole or not at all: victims are chosen before any new noise is in,
-        so a prompt never evicts its own noises.
+        so a prompt never evicts its own noises. Both admission rules hear every offered miss that fits.
         """
         need_noises = len(self.ks)
         need_bytes = need_noises * noise_bytes
+        looked = self._pending.pop(request, None) if request >= 0 else None
+        # The admission's own time (under the timed engine it follows the lookup by the generation).
+        ctx = RequestContext(request, now, text_key) if looked is None else replace(looked, now=now)
         if need_noises > self.capacity_noises or need_bytes > self.capacity_bytes:
             return AdmitResult(-1, 0)
+        by_policy = self.policy.admits(ctx)
+        if not (self.admission.admit(ctx) and by_policy):
+            self.num_refused += 1
+            return AdmitResult(-1, 0)
+        return self._insert(partition, vector, text_key, noise_bytes, ctx)
+
+    def _insert(
+        self, partition: Hashable, vector: np.ndarray, text_key: int, noise_bytes: int, ctx: RequestContext
+    ) -> AdmitResult:
+        need_noises = len(self.ks)
+        need_bytes = need_noises * noise_bytes
+        now = ctx.now
         evicted = 0
         while (
             self.used_noises + need_noises > self.capacity_noises
@@ -129,11 +187,13 @@ class CacheStore:
         if index is None:
             index = self._index[partition] = self._make_retriever()
         index.add(entry_id, vector, text_key)
+        ctx = RequestContext(ctx.request, now, text_key, ctx.similarity, entry_id, ctx.k_asked, 0, ctx.num_steps,
+                             ctx.k_top)
         if self._by_prompt:
-            self.policy.on_insert((entry_id, WHOLE_PROMPT), now)
+            self.policy.on_insert((entry_id, WHOLE_PROMPT), now, ctx)
         else:
             for k in self.ks:  # ascending, so FIFO/LRU order the smaller K of a prompt first
-                self.policy.on_insert((entry_id, k), now)
+                self.policy.on_insert((entry_id, k), now, ctx)
         return AdmitResult(entry_id, evicted)
 
     def _evict(self, item: Item) -> int:

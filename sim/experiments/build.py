@@ -7,8 +7,10 @@ from typing import Any
 
 import numpy as np
 
+from sim.cache.admission import ADMISSIONS
 from sim.cache.kselect import KTable
-from sim.cache.policies import POLICIES
+from sim.cache.offline import OFFLINE, Future
+from sim.cache.policies import POLICIES, Policy
 from sim.cache.store import CacheStore
 from sim.errors import InputError
 from sim.experiments.config import RunConfig
@@ -135,8 +137,11 @@ def similarity_map(cfg: RunConfig, embedder: str) -> SimilarityMap | None:
     return smap
 
 
-def make_store(cfg: RunConfig, dim: int, smap: SimilarityMap | None = None, *, images: bool = False) -> CacheStore:
-    """The cache store of a run: latents at every cached K, or (``images``) one final image per prompt."""
+def make_store(cfg: RunConfig, dim: int, smap: SimilarityMap | None = None, *, images: bool = False,
+               requests: Requests | None = None) -> CacheStore:
+    """The cache store of a run: latents at every cached K, or (``images``) one final image per prompt.
+
+    Offline references (cache.policy in sim/cache/offline/) read the whole trace: ``requests``."""
     c = cfg.cache
     retriever = RETRIEVERS.get(c.retrieval)
     if images:
@@ -150,10 +155,26 @@ def make_store(cfg: RunConfig, dim: int, smap: SimilarityMap | None = None, *, i
     else:
         table = KTable(tuple((t.above, t.k) for t in c.thresholds))
         ks, capacity_noises = c.ks, c.capacity_noises
+    policy: Policy
+    rng = rng_stream(cfg.seed, "policy")
+    if c.policy in OFFLINE:
+        if requests is None:
+            raise InputError(f"cache.policy: {c.policy} is an offline reference and needs the trace")
+        future = Future(requests.vectors, requests.prompt_index, requests.partition, requests.num_steps,
+                        requests.noise_bytes, table, tuple(sorted(ks)), smap.apply_array if smap is not None else None)
+        policy = OFFLINE.get(c.policy)(c.eviction_unit, c.policy_params, rng, future=future)
+        if c.policy == "infinite":
+            # Room for a noise at every K of every request: nothing is ever evicted.
+            return CacheStore(ks=ks, table=table, policy=policy, make_retriever=lambda: retriever(dim),
+                              capacity_noises=len(requests) * len(ks),
+                              similarity_scale=smap.apply if smap is not None else None)
+    else:
+        policy = POLICIES.get(c.policy)(c.eviction_unit, c.policy_params, rng)
     return CacheStore(
         ks=ks,
         table=table,
-        policy=POLICIES.get(c.policy)(c.eviction_unit),
+        admission=ADMISSIONS.get(c.admission)(c.admission_params, rng_stream(cfg.seed, "admission")),
+        policy=policy,
         make_retriever=lambda: retriever(dim),
         capacity_noises=capacity_noises,
         capacity_bytes=c.capacity_bytes,
@@ -178,7 +199,7 @@ def build_mode(cfg: RunConfig, trace: Trace, requests: Requests, classes: dict[L
     if name == "vanilla":
         return mode_cls(requests)  # type: ignore[call-arg]
     if name == "nirvana":
-        return mode_cls(requests, make_store(cfg, dim, smap))  # type: ignore[call-arg]
+        return mode_cls(requests, make_store(cfg, dim, smap, requests=requests))  # type: ignore[call-arg]
     if name == "final_image":
         return mode_cls(requests, make_store(cfg, dim, smap, images=True), image_bytes(cfg, trace))  # type: ignore[call-arg]
     sm = cfg.serving.small_model

@@ -11,6 +11,7 @@ from typing import Any, Literal
 import yaml
 
 from sim.cache.kselect import DEFAULT_KS, DEFAULT_THRESHOLDS, check_table
+from sim.cache.params import AdmissionParams, PolicyParams
 from sim.errors import ConfigError
 from sim.fileio import parse_yaml, read_yaml_mapping
 from sim.limits import (
@@ -84,7 +85,13 @@ class Threshold:
 class CacheConfig:
     """The cache of the serving mode: latents (nirvana, small_model with serve: misses) or images (final_image)."""
 
+    #: an eviction policy (sim/cache/policies/) or an offline reference (sim/cache/offline/, sequential only)
     policy: str = "lcbfu"
+    #: parameters some policies read (each policy's docstring names its own)
+    policy_params: PolicyParams = field(default_factory=PolicyParams)
+    #: whether a miss enters the cache at all: always | probabilistic | second_hit (sim/cache/admission/)
+    admission: str = "always"
+    admission_params: AdmissionParams = field(default_factory=AdmissionParams)
     #: what one eviction removes: a single noise, or a whole prompt with all its noises
     eviction_unit: Literal["noise", "prompt"] = "noise"
     capacity_noises: int | None = 1500
@@ -102,15 +109,21 @@ class CacheConfig:
     write_delay: bool = True
 
     def problems(self) -> Problems:
+        from sim.cache.admission import ADMISSIONS
+        from sim.cache.offline import OFFLINE
         from sim.cache.policies import POLICIES
         from sim.retrieval import RETRIEVERS
 
         out: Problems = []
-        if self.policy not in POLICIES:
-            out.append(("policy", f"one of {', '.join(POLICIES.names())}, got {self.policy!r}"))
-        elif self.eviction_unit not in POLICIES.get(self.policy).units:
-            units = POLICIES.get(self.policy).units
-            out.append(("eviction_unit", f"one of {list(units)} for policy {self.policy}"))
+        if self.policy not in POLICIES and self.policy not in OFFLINE:
+            out.append(("policy", f"one of {', '.join(POLICIES.names())}, or an offline reference "
+                                  f"({', '.join(OFFLINE.names())}), got {self.policy!r}"))
+        else:
+            units = (OFFLINE if self.policy in OFFLINE else POLICIES).get(self.policy).units
+            if self.eviction_unit not in units:
+                out.append(("eviction_unit", f"one of {list(units)} for policy {self.policy}"))
+        if self.admission not in ADMISSIONS:
+            out.append(("admission", f"one of {', '.join(ADMISSIONS.names())}, got {self.admission!r}"))
         if self.retrieval not in RETRIEVERS:
             names = ", ".join(RETRIEVERS.names())
             out.append(("retrieval", f"one of {names}, got {self.retrieval!r}"))
@@ -307,6 +320,8 @@ class RunConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     def problems(self) -> Problems:
+        from sim.cache.offline import OFFLINE
+
         out: Problems = []
         if not self.name or "/" in self.name or self.name in (".", "..") or "\0" in self.name:
             out.append(("name", f"a non-empty name without '/', got {self.name!r}"))
@@ -316,6 +331,14 @@ class RunConfig:
         too_big = [k for k in self.cache.ks if k >= self.model.num_steps]
         if too_big:
             out.append(("cache.ks", f"every K below model.num_steps = {self.model.num_steps}, got {too_big[0]}"))
+        if self.cache.policy in OFFLINE and self.serving.mode != "vanilla":
+            # An offline reference reads request indices as its clock and K as NIRVANA's latent reuse.
+            if self.run.executor != "sequential":
+                out.append(("cache.policy", f"{self.cache.policy} (an offline reference) runs only with "
+                                            f"run.executor: sequential, got {self.run.executor}"))
+            elif self.serving.mode != "nirvana":
+                out.append(("cache.policy", f"{self.cache.policy} (an offline reference) runs only with "
+                                            f"serving.mode: nirvana, got {self.serving.mode}"))
         if self.run.executor == "sequential" and (self.hardware.batch_window_s > 0 or self.hardware.step_jitter_cv > 0):
             key = "batch_window_s" if self.hardware.batch_window_s > 0 else "step_jitter_cv"
             out.append((f"hardware.{key}", "0 with run.executor sequential (it keeps no clock: no latencies to shape)"))

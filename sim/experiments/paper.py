@@ -3,7 +3,7 @@
 `python -m sim paper {capacity,headline,quality,load,all} [--trace PATH]` runs experiments/paper/NAME.yaml
 (on the default synthetic trace, or any canonical trace, e.g. a DiffusionDB import) and writes, beside the
 usual results, `paper.md` (simulated | published | difference) and `paper.png`. Published values come
-from experiments/paper/published.yaml (with its provenance); nothing is fitted to them here.
+from profiles/published/nirvana-paper-results.yaml (with its provenance); nothing is fitted to them here.
 """
 
 from __future__ import annotations
@@ -18,13 +18,15 @@ from sim.fileio import read_yaml_mapping, write_text_atomic
 from sim.paths import resolve
 
 PAPER_DIR = "experiments/paper"
+#: the paper's published values (with provenance); compared with, never simulated or fitted
+PUBLISHED = "profiles/published/nirvana-paper-results.yaml"
 NAMES = ("capacity", "headline", "quality", "load")
 #: serving mode -> the paper's row for it
 PAPER_SYSTEM = {"vanilla": "vanilla", "nirvana": "nirvana", "final_image": "gpt_cache", "small_model": "small_model"}
 
 
 def published() -> dict[str, Any]:
-    return read_yaml_mapping(resolve(f"{PAPER_DIR}/published.yaml"), "published results", InputError)
+    return read_yaml_mapping(resolve(PUBLISHED), "published results", InputError)
 
 
 def _summaries(out: Path) -> list[dict[str, Any]]:

@@ -5,12 +5,41 @@ from __future__ import annotations
 import heapq
 from abc import ABC, abstractmethod
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import ClassVar, Literal
+
+import numpy as np
+
+from sim.cache.params import PolicyParams
 
 # An item is (entry id, K). With eviction unit 'prompt' the whole prompt is one item, K = WHOLE_PROMPT.
 Item = tuple[int, int]
 WHOLE_PROMPT = 0
 Unit = Literal["prompt", "noise"]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """The request a hook is called for (libCacheSim passes every hook its request).
+
+    On a lookup: the nearest cached entry, its similarity (K table's scale), the K the request asked
+    (after the N - 1 cap) and the K it used (0 on a miss). On an admission: the admitted entry, the
+    miss's lookup fields, k_used 0. ``num_steps`` is the request's N (0 when the mode has none).
+    """
+
+    request: int
+    now: float
+    key: int = -1  # prompt text key (equal key = identical prompt)
+    similarity: float = float("nan")
+    entry_id: int = -1
+    k_asked: int = 0
+    k_used: int = 0
+    num_steps: int = 0
+    k_top: int = 0  # the K an identical cached prompt would give this request (the most a hit can skip)
+
+
+#: the context of a hook called outside any request (tests that drive a policy by hand)
+NO_REQUEST = RequestContext(-1, float("nan"))
 
 
 class Policy(ABC):
@@ -24,16 +53,32 @@ class Policy(ABC):
     #: eviction units this policy supports; the first is the default
     units: ClassVar[tuple[Unit, ...]] = ("noise", "prompt")
 
-    def __init__(self, unit: Unit) -> None:
+    def __init__(self, unit: Unit, params: PolicyParams | None = None, rng: np.random.Generator | None = None) -> None:
         if unit not in self.units:
             raise ValueError(f"policy {self.name} supports eviction units {self.units}, not {unit!r}")
         self.unit: Unit = unit
+        self.params = params if params is not None else PolicyParams()
+        # Only randomised policies draw from it; the store's builder passes the run's "policy" stream.
+        self._rng = rng if rng is not None else np.random.default_rng(0)
 
     @abstractmethod
-    def on_insert(self, item: Item, now: float) -> None: ...
+    def on_insert(self, item: Item, now: float, ctx: RequestContext = NO_REQUEST) -> None: ...
 
     @abstractmethod
-    def on_hit(self, item: Item, now: float) -> None: ...
+    def on_hit(self, item: Item, now: float, ctx: RequestContext = NO_REQUEST) -> None: ...
+
+    def on_access(self, ctx: RequestContext) -> None:  # noqa: B027 - an optional hook, not abstract
+        """Every lookup, before its result is used (hit or miss); most policies ignore it."""
+
+    def serves(self, item: Item, ctx: RequestContext) -> bool:
+        """Whether a hit on ``item`` is served (False: the request is run as a miss and offered for
+        admission). Called once per hit, before ``on_hit``; the default serves every hit."""
+        return True
+
+    def admits(self, ctx: RequestContext) -> bool:
+        """The policy's own admission rule for a miss (RND-LRU, qLRU-dC insert selectively); the store
+        admits only when this and the admission policy agree. The default admits every miss."""
+        return True
 
     @abstractmethod
     def on_remove(self, item: Item) -> None: ...
@@ -98,11 +143,11 @@ class KeyedHeap:
 class OrderedPolicy(Policy):
     """A policy that evicts the first item of an insertion-ordered list; subclasses decide what a hit does."""
 
-    def __init__(self, unit: Unit) -> None:
-        super().__init__(unit)
+    def __init__(self, unit: Unit, params: PolicyParams | None = None, rng: np.random.Generator | None = None) -> None:
+        super().__init__(unit, params, rng)
         self._order: OrderedDict[Item, None] = OrderedDict()
 
-    def on_insert(self, item: Item, now: float) -> None:
+    def on_insert(self, item: Item, now: float, ctx: RequestContext = NO_REQUEST) -> None:
         self._order[item] = None
 
     def on_remove(self, item: Item) -> None:
@@ -124,8 +169,8 @@ class OrderedPolicy(Policy):
 class ScoredPolicy(Policy):
     """A policy that evicts the item with the smallest sort key; subclasses decide the keys."""
 
-    def __init__(self, unit: Unit) -> None:
-        super().__init__(unit)
+    def __init__(self, unit: Unit, params: PolicyParams | None = None, rng: np.random.Generator | None = None) -> None:
+        super().__init__(unit, params, rng)
         self._heap = KeyedHeap()
         self._seq = 0
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
+
+from sim.cache.params import PolicyParams
 from sim.cache.policies import POLICIES
-from sim.cache.policies.base import Item, ScoredPolicy, Unit
+from sim.cache.policies.base import NO_REQUEST, Item, RequestContext, ScoredPolicy, Unit
 
 
 @POLICIES.register("lcbfu")
@@ -17,16 +20,16 @@ class LCBFU(ScoredPolicy):
     name = "lcbfu"
     units = ("noise",)
 
-    def __init__(self, unit: Unit) -> None:
-        super().__init__(unit)
+    def __init__(self, unit: Unit, params: PolicyParams | None = None, rng: np.random.Generator | None = None) -> None:
+        super().__init__(unit, params, rng)
         self._uses: dict[Item, int] = {}
 
-    def on_insert(self, item: Item, now: float) -> None:
+    def on_insert(self, item: Item, now: float, ctx: RequestContext = NO_REQUEST) -> None:
         self._seq += 1
         self._uses[item] = 0
         self._heap.set(item, (0, now, item[1], self._seq))
 
-    def on_hit(self, item: Item, now: float) -> None:
+    def on_hit(self, item: Item, now: float, ctx: RequestContext = NO_REQUEST) -> None:
         uses = self._uses[item] + 1
         self._uses[item] = uses
         _, inserted_s, k, seq = self._heap.key(item)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sim.cache.policies import POLICIES
-from sim.cache.policies.base import Item, ScoredPolicy
+from sim.cache.policies.base import NO_REQUEST, Item, RequestContext, ScoredPolicy
 
 
 @POLICIES.register("lfu")
@@ -16,11 +16,11 @@ class LFU(ScoredPolicy):
 
     name = "lfu"
 
-    def on_insert(self, item: Item, now: float) -> None:
+    def on_insert(self, item: Item, now: float, ctx: RequestContext = NO_REQUEST) -> None:
         self._seq += 1
         self._heap.set(item, (0, self._seq))
 
-    def on_hit(self, item: Item, now: float) -> None:
+    def on_hit(self, item: Item, now: float, ctx: RequestContext = NO_REQUEST) -> None:
         self._seq += 1
         uses = self._heap.key(item)[0]
         self._heap.set(item, (uses + 1, self._seq))

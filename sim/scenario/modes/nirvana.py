@@ -50,5 +50,5 @@ class Nirvana(ServingMode):
     def admit(self, i: int, now: float) -> Admitted:
         req = self._req
         key = int(req.prompt_index[i])
-        done = self.store.admit(int(req.partition[i]), req.vectors[key], key, int(req.noise_bytes[i]), now)
+        done = self.store.admit(int(req.partition[i]), req.vectors[key], key, int(req.noise_bytes[i]), now, i)
         return Admitted(done.entry_id, done.num_evicted_noises)
