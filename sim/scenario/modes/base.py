@@ -67,8 +67,12 @@ class ServingMode(ABC):
         return None
 
     def stats(self) -> dict[str, int]:
-        """Counters for the summary that only the mode can know (e.g. exact-search fallbacks)."""
-        return {}
+        """Counters for the summary that only the mode can know: hits its cache policy declined (served as
+        misses) and misses it refused to admit."""
+        store = getattr(self, "store", None)
+        if store is None:
+            return {}
+        return {"hits_declined": store.num_declined, "admissions_refused": store.num_refused}
 
 
 def uncached(latency_class: int, num_steps: int) -> Decision:
