@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from sim.errors import ConfigError, InputError
+from sim.hardware.profiles import StepLatency
 
 # Record columns validation relies on (README "What a run writes"); `outcome` is optional.
 NEEDED = ("request_id", "arrival_s", "k_used", "k_selected", "matched_entry", "admitted_entry", "num_steps",
@@ -22,13 +23,8 @@ SIM_COLUMNS = ("arrival_s", "queue_wait_s", "start_s", "service_s", "finish_s", 
                "k_selected", "k_used", "num_steps", "matched_entry", "admitted_entry", "batch_size", "gpu")
 
 
-@dataclass(frozen=True)
-class SimComponents:
-    """What the simulator charged one request: text encoder, per step, VAE decode (from its latency profile)."""
-
-    text_encoder_s: float
-    step_s: float
-    vae_decode_s: float
+#: what the simulator charged one request: text encoder, per step, VAE decode (from its latency profile)
+SimComponents = StepLatency
 
 
 @dataclass(frozen=True)
@@ -66,7 +62,7 @@ class RunFolder:
         steps = int(self.records["num_steps"][row]) - int(self.records["k_used"][row])
         service = float(self.records["service_s"][row])
         step_s = (service - lat.text_encoder_s - lat.vae_decode_s) / steps if steps > 0 else lat.step_s
-        return SimComponents(lat.text_encoder_s, step_s, lat.vae_decode_s)
+        return StepLatency(step_s=step_s, text_encoder_s=lat.text_encoder_s, vae_decode_s=lat.vae_decode_s)
 
 
 @functools.lru_cache(maxsize=64)

@@ -12,7 +12,6 @@ times are a homogeneous Poisson process (uniform order statistics) over ``num_re
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -20,36 +19,16 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from sim.errors import InputError
-from sim.fileio import os_reason
 from sim.workload.trace import embeddings_path, write_embeddings, write_trace
 
 
 def read_calibration(path: Path) -> list[tuple[float, str, str]]:
-    """(clip_score, query_prompt, cached_prompt or '') rows; errors name the file and row."""
-    try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            missing = {"clip_score", "query_prompt", "cached_prompt"} - set(reader.fieldnames or [])
-            if missing:
-                raise InputError(f"{path}: missing columns {sorted(missing)}")
-            rows = []
-            for i, row in enumerate(reader, start=2):
-                try:
-                    score = float(row["clip_score"])
-                except ValueError:
-                    raise InputError(f"{path}: line {i}: clip_score {row['clip_score']!r} is not a number") from None
-                if row["query_prompt"].strip():
-                    rows.append((score, row["query_prompt"], row["cached_prompt"]))
-    except FileNotFoundError:
-        raise InputError(f"{path}: calibration file not found") from None
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text (byte {exc.start}), expected the calibration CSV") from None
-    except csv.Error as exc:
-        raise InputError(f"{path}: not a readable CSV ({exc})") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read the calibration CSV ({os_reason(exc)})") from None
-    return rows
+    """(clip_score, query_prompt, cached_prompt or '') of every row with a query, in log order; the one
+    reader of the log's format (sim/workload/simeval.py read_pairs) checks it and names file and row."""
+    from sim.workload.simeval import read_pairs
+
+    log = read_pairs(path)
+    return [(float(s), q, c) for s, q, c in zip(log.clip.tolist(), log.queries, log.cached, strict=True) if q.strip()]
 
 
 def build_tiny_trace(
