@@ -77,12 +77,15 @@ def test_exact_lists_equal_brute_force(num_partitions: int, cap: int) -> None:
     assert any(prompt_index[i] in p for i, (p, _, _) in enumerate(want))
 
 
-def test_hnsw_lists_are_rescored_canonically_and_sorted() -> None:
-    """The ANN method may miss neighbours, but what it lists is canonical, sorted and above the floor."""
-    pytest.importorskip("hnswlib")
+@pytest.mark.parametrize(("method", "module"), [("hnsw", "hnswlib"), ("ivf", "faiss")])
+def test_ann_lists_are_rescored_canonically_and_sorted(method: str, module: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ANN method may miss neighbours, but what it lists is canonical, sorted and above the floor."""
+    pytest.importorskip(module)
+    monkeypatch.setattr(precompute, "IVF_MIN_PROMPTS", 0)  # use the index even on this small case
     vectors, prompt_index = clustered(400, 1200, 24, seed=9)
     partition = np.zeros(len(prompt_index), dtype=np.int64)
-    got = build_candidates(vectors, prompt_index, partition, floor=0.55, max_candidates=6, method="hnsw",
+    got = build_candidates(vectors, prompt_index, partition, floor=0.55, max_candidates=6, method=method,
                            cache_dir=None, request_block=64)
     want = brute_lists(vectors, prompt_index, partition, 0.55, 6)
     listed = agree = 0
@@ -286,3 +289,25 @@ def test_candidates_retriever_breaks_exact_ties_like_exact(policy: str, cap: int
                                         POLICIES.get(policy).units[0], capacity, None)
         assert compare(exact, fast, floor) > 100
         assert factory.counts.exact_fallbacks > 0 and factory.counts.listed > 50
+
+
+@pytest.mark.slow
+def test_candidates_retriever_equals_exact_on_50k_vectors_trace(tmp_path: Path) -> None:
+    """The synthetic DiffusionDB-style trace (`trace synth --mode vectors`, 50K requests): every
+    policy x 3 capacities, exact lists, no similarity map (the K table reads raw cosines)."""
+    from sim.workload.synth import write_synth_trace
+    from sim.workload.synth_config import SynthConfig
+
+    path = tmp_path / "v50k.parquet"
+    write_synth_trace(SynthConfig(), 50_000, 11, path, mode="vectors")
+    trace = load_trace(path)
+    partition = np.zeros(len(trace), np.int64)
+    floor = raw_floor(KTable().lowest)
+    cands = build_candidates(trace.vectors, trace.prompt_index, partition, floor=floor, max_candidates=32,
+                             cache_dir=None)
+    for policy in POLICIES.names():
+        for capacity in (1500, 5000, 15_000):
+            exact, fast, factory = run_pair(trace.vectors, trace.prompt_index, partition, cands, policy,
+                                            POLICIES.get(policy).units[0], capacity, None)
+            assert compare(exact, fast, floor) > 1000
+            assert factory.counts.listed > 10_000

@@ -45,7 +45,6 @@ class CandidateCosine(Retriever):
         self._entries_of: dict[int, list[int]] = {}
         self._prompt_of: dict[int, int] = {}
         if candidates is not None:
-            # Plain arrays (or memory maps) read element by element: tolist-free scalar access.
             self._offsets = candidates.offsets
             self._prompts = candidates.prompts
             self._sims = candidates.sims
@@ -72,26 +71,28 @@ class CandidateCosine(Retriever):
             self.counts.unlisted_lookups += 1
             return self._exact.nearest(vector, text_key)
         lo, hi = int(self._offsets[request]), int(self._offsets[request + 1])
-        entries_of, prompts = self._entries_of, self._prompts
-        for j in range(lo, hi):
-            same = entries_of.get(int(prompts[j]))
+        # One conversion per lookup (float32 -> Python float is exact, so equal cosines stay equal).
+        prompts, sims = self._prompts[lo:hi].tolist(), self._sims[lo:hi].tolist()
+        truncated = bool(self._truncated[request])
+        entries_of, n = self._entries_of, hi - lo
+        for j in range(n):
+            same = entries_of.get(prompts[j])
             if same is None:
                 continue
-            best_sim = self._sims[j]
-            best = same[0]
+            best_sim, best = sims[j], same[0]
             # Candidates tied in cosine with the first cached one: the smallest entry id wins.
             j += 1
-            while j < hi and self._sims[j] == best_sim:
-                other = entries_of.get(int(prompts[j]))
+            while j < n and sims[j] == best_sim:
+                other = entries_of.get(prompts[j])
                 if other is not None and other[0] < best:
                     best = other[0]
                 j += 1
-            if j == hi and self._truncated[request]:
+            if j == n and truncated:
                 break  # the tie may continue past the list's end: only the exact search knows
             self.counts.listed += 1
-            return best, float(best_sim)
+            return best, best_sim
         else:
-            if not self._truncated[request]:
+            if not truncated:
                 self.counts.listed += 1
                 return None  # nothing cached reaches the floor
         self.counts.exact_fallbacks += 1

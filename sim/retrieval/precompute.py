@@ -8,10 +8,11 @@ stopped short), so a run that finds none of the M cached must search exactly.
 
 Every kept cosine is rescored with sim.retrieval.cosine, so it has the exact path's bits. Methods:
 ``exact`` screens with blocked float32 BLAS products (complete: a pair is dropped only when its
-screened cosine is below a bound the canonical one cannot reach); ``hnsw`` asks an HNSW index
-(hnswlib) for the M + 1 nearest earlier prompts, which misses some neighbours (recall < 1), so only
-``exact`` is exact. Results live as .npy files (memory-mapped on load) in a folder named by a content
-hash of every input, written to a temporary folder and renamed into place.
+screened cosine is below a bound the canonical one cannot reach; cost ~ prompts^2); ``ivf`` (faiss
+IVF-Flat, the default for scale, chosen by measurement in benchmarks/README.md) and ``hnsw``
+(hnswlib) ask an index of the earlier prompts for the M + 1 nearest, so they can miss a neighbour
+(recall < 1): only ``exact`` is exact. Results live as .npy files (memory-mapped on load) in a folder
+named by a content hash of every input, written to a temporary folder and renamed into place.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +34,7 @@ from sim.errors import InputError
 from sim.retrieval import cosine
 
 VERSION = 1
-METHODS = ("exact", "hnsw")
+METHODS = ("exact", "ivf", "hnsw")
 DEFAULT_DIR = Path(os.environ.get("NIRVANA_SIM_CACHE", Path.home() / ".cache" / "nirvana-sim")) / "candidates"
 _FILES = ("offsets", "prompts", "sims", "truncated")
 
@@ -102,8 +104,8 @@ def load_cached(cache_dir: Path, key: str, floor: float) -> Candidates | None:
         return None
     best: tuple[float, Path] | None = None
     for folder in cache_dir.glob(f"{key}-floor*"):
-        if not (folder / "meta.json").is_file():
-            continue
+        if ".partial-" in folder.name or not (folder / "meta.json").is_file():
+            continue  # another writer's folder in progress
         f = float.fromhex(folder.name.split("-floor", 1)[1])
         if f <= floor and (best is None or f > best[0]):
             best = (f, folder)
@@ -165,7 +167,7 @@ def build_candidates(
             return found
     t0 = time.perf_counter()
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    screen = _screen_exact if method == "exact" else _screen_hnsw
+    screen = {"exact": _screen_exact, "ivf": _screen_ivf, "hnsw": _screen_hnsw}[method]
     n = len(prompt_index)
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     truncated = np.zeros(n, dtype=bool)
@@ -277,13 +279,70 @@ def _screen_hnsw(vectors: np.ndarray, prompts: np.ndarray, seen: np.ndarray, poo
                  ) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
     """HNSW over the ranks seen before each block (added as the trace advances), plus an exact product
     against the ranks first seen inside the block."""
-    import hnswlib
-
-    margin = cosine.screen_margin(vectors.shape[1])
+    hnswlib = _optional("hnswlib", "hnswlib==0.8.0 (requirements-dev.txt)")
     total = int(seen[-1]) + 1 if len(seen) else 0
     index = hnswlib.Index(space="ip", dim=vectors.shape[1])
     index.init_index(max_elements=max(total, 1), ef_construction=HNSW_EF_CONSTRUCTION, M=HNSW_M, random_seed=0)
-    index.set_num_threads(HNSW_THREADS)
+    index.set_num_threads(ANN_THREADS)
+
+    def add(lo: int, hi: int) -> None:
+        index.add_items(pool(lo, hi), np.arange(lo, hi))
+
+    def query(q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        index.set_ef(max(HNSW_EF_SEARCH, k))
+        labels, dist = index.knn_query(q, k=k)
+        return labels.astype(np.int64), (1.0 - dist).astype(np.float32)
+
+    yield from _incremental(vectors, prompts, seen, pool, floor, cap, request_block, add, query)
+
+
+def _screen_ivf(vectors: np.ndarray, prompts: np.ndarray, seen: np.ndarray, pool: Callable[[int, int], np.ndarray],
+                floor: float, cap: int, request_block: int, pool_block: int,
+                ) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+    """faiss IVF-Flat (inner product) over the ranks seen before each block, plus an exact product
+    against the ranks first seen inside the block. Small partitions are screened exactly."""
+    total = int(seen[-1]) + 1 if len(seen) else 0
+    if total <= IVF_MIN_PROMPTS:
+        yield from _screen_exact(vectors, prompts, seen, pool, floor, cap, request_block, pool_block)
+        return
+    faiss = _optional("faiss", "faiss-cpu (requirements.txt)")
+    faiss.omp_set_num_threads(ANN_THREADS)
+    dim = vectors.shape[1]
+    nlist = int(min(IVF_MAX_LISTS, max(16, IVF_LISTS_PER_SQRT * np.sqrt(total))))
+    # The coarse quantizer may see the whole partition (it only routes; the lists stay causal).
+    sample = np.random.default_rng(0).choice(total, size=min(total, IVF_TRAIN_PER_LIST * nlist), replace=False)
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    index.cp.seed = 0
+    index.cp.niter = IVF_KMEANS_ITERATIONS
+    index.train(pool(0, total)[np.sort(sample)] if len(sample) < total else pool(0, total))
+    index.nprobe = IVF_NPROBE
+
+    def add(lo: int, hi: int) -> None:
+        index.add(pool(lo, hi))  # ids are assigned in order: id = rank
+
+    def query(q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        sims, labels = index.search(q, k)
+        return labels.astype(np.int64), sims.astype(np.float32)
+
+    yield from _incremental(vectors, prompts, seen, pool, floor, cap, request_block, add, query)
+
+
+def _optional(module: str, install: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError:
+        raise InputError(f"candidates: this method needs the {module} module: pip install {install}") from None
+
+
+def _incremental(vectors: np.ndarray, prompts: np.ndarray, seen: np.ndarray, pool: Callable[[int, int], np.ndarray],
+                 floor: float, cap: int, request_block: int, add: Callable[[int, int], None],
+                 query: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]],
+                 ) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+    """An ANN index holds the ranks seen before each block of requests (added as the trace advances)
+    and answers the cap + 1 nearest; ranks first seen inside the block are screened exactly."""
+    margin = cosine.screen_margin(vectors.shape[1])
     added = 0
     k = cap + 1
     for b0 in range(0, len(prompts), request_block):
@@ -291,17 +350,15 @@ def _screen_hnsw(vectors: np.ndarray, prompts: np.ndarray, seen: np.ndarray, poo
         lim = seen[b0:b0 + request_block]
         lo = int(lim.min())
         if lo > added:
-            index.add_items(pool(added, lo), np.arange(added, lo))
+            add(added, lo)
             added = lo
         rows_l, ranks_l = [], []
-        more = np.zeros(len(q), dtype=bool)
+        more: np.ndarray = np.zeros(len(q), dtype=bool)
         if added:
             kk = min(k, added)
-            index.set_ef(max(HNSW_EF_SEARCH, kk))
-            labels, dist = index.knn_query(q, k=kk)
-            s = (1.0 - dist).astype(np.float32)
-            hit = s >= floor - margin
-            more = hit.all(axis=1) & (kk == k)
+            labels, s = query(q, kk)
+            hit = (s >= floor - margin) & (labels >= 0)
+            more = np.asarray(hit.all(axis=1) & (kk == k), dtype=bool)
             r, c = np.nonzero(hit)
             rows_l.append(r)
             ranks_l.append(labels[r, c].astype(np.int64))
@@ -317,7 +374,13 @@ def _screen_hnsw(vectors: np.ndarray, prompts: np.ndarray, seen: np.ndarray, poo
         yield b0, rows, ranks, more
 
 
+ANN_THREADS = 2
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 100
 HNSW_EF_SEARCH = 128
-HNSW_THREADS = 2
+IVF_MIN_PROMPTS = 20_000  # below this an exact screen costs less than training a quantizer
+IVF_LISTS_PER_SQRT = 4  # nlist = 4 sqrt(prompts), at most IVF_MAX_LISTS
+IVF_MAX_LISTS = 8192
+IVF_TRAIN_PER_LIST = 40
+IVF_KMEANS_ITERATIONS = 10
+IVF_NPROBE = 32  # 16 kept 92.6% of 50K lists identical to exact, 32 kept 99.7% (benchmarks/README.md)
