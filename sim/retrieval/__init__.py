@@ -5,6 +5,6 @@ from sim.retrieval.base import Retriever
 
 RETRIEVERS: Registry[type[Retriever]] = Registry("retrieval method")
 
-from sim.retrieval import exact_cosine, exact_key  # noqa: E402,F401
+from sim.retrieval import candidates, exact_cosine, exact_key  # noqa: E402,F401
 
 __all__ = ["RETRIEVERS", "Retriever"]

@@ -1,10 +1,10 @@
-"""Exact top-1 cosine search over a numpy slot matrix: the reference every faster method must match."""
+"""Exact top-1 cosine search over a numpy slot matrix (canonical cosine): the reference faster methods must match."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from sim.retrieval import RETRIEVERS
+from sim.retrieval import RETRIEVERS, cosine
 from sim.retrieval.base import Retriever
 
 
@@ -52,14 +52,7 @@ class ExactCosine(Retriever):
     def nearest(self, vector: np.ndarray, text_key: int, request: int = -1) -> tuple[int, float] | None:
         if not self._slot_of:
             return None
-        top = self._top
-        sims = self._mat[:top] @ vector
-        ids = self._ids[:top]
-        sims[ids < 0] = -np.inf
-        best = sims.max()
-        slots = np.flatnonzero(sims == best)
-        slot = slots[0] if len(slots) == 1 else slots[np.argmin(ids[slots])]
-        return int(ids[slot]), float(best)
+        return cosine.nearest(self._mat[:self._top], self._ids[:self._top], vector)
 
     def __len__(self) -> int:
         return len(self._slot_of)

@@ -29,6 +29,7 @@ from sim.errors import InputError
 from sim.fileio import read_yaml_mapping, write_text_atomic
 from sim.paths import resolve
 from sim.profile_io import PROFILE_FIELDS, check_fields, check_provenance
+from sim.retrieval.cosine import top1_rows
 
 MAP_DIR = "profiles/similarity"
 MAP_VERSION = 1
@@ -117,18 +118,11 @@ def find_map(embedder_tag: str, folder: str = MAP_DIR) -> SimilarityMap | None:
 def top1_over(
     queries: np.ndarray, pool: np.ndarray, exclude: np.ndarray | None = None, chunk: int = 2048
 ) -> np.ndarray:
-    """Exact top-1 cosine of each query row over the pool rows (chunked to bound memory).
+    """Exact (canonical) top-1 cosine of each query row over the pool rows, chunked to bound memory.
 
     ``exclude[i]`` is a pool row query i may not match (-1: none).
     """
-    out = np.empty(len(queries), dtype=np.float64)
-    for i in range(0, len(queries), chunk):
-        sims = queries[i : i + chunk] @ pool.T
-        if exclude is not None:
-            rows = np.flatnonzero(exclude[i : i + chunk] >= 0)
-            sims[rows, exclude[i : i + chunk][rows]] = -np.inf
-        out[i : i + chunk] = sims.max(axis=1)
-    return out
+    return top1_rows(queries, pool, exclude=exclude, chunk=chunk)[1]
 
 
 def calibrate(calibration: Path, embedder_name: str, out: Path, command: str, *, pool: str = "inserted",

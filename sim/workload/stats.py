@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 
 from sim.errors import InputError
 from sim.fileio import check_output_dir, write_text_atomic, writing
+from sim.retrieval.cosine import top1_rows
 from sim.workload.simmap import find_map
 from sim.workload.trace import embeddings_path, load_trace
 
@@ -123,18 +124,9 @@ def reuse(arrival: np.ndarray, prompt_id: np.ndarray, user_id: np.ndarray, day: 
 def nearest_earlier(vectors: np.ndarray, prompt_id: np.ndarray, queries: np.ndarray) -> np.ndarray:
     """For each query request, the max cosine to any other prompt first seen before it (NaN if none)."""
     seen_before = np.r_[0, np.maximum.accumulate(prompt_id)[:-1] + 1]  # distinct prompts before request i
-    best = np.full(len(queries), -np.inf, np.float32)
-    for a in range(0, len(queries), _QUERY_BLOCK):
-        q = queries[a:a + _QUERY_BLOCK]
-        own, limit = prompt_id[q], seen_before[q]
-        qv = vectors[own]
-        for c0 in range(0, int(limit.max()), _PROMPT_BLOCK):
-            c1 = min(c0 + _PROMPT_BLOCK, int(limit.max()))
-            sim = qv @ vectors[c0:c1].T
-            cols = np.arange(c0, c1)
-            sim[(cols[None, :] >= limit[:, None]) | (cols[None, :] == own[:, None])] = -np.inf
-            best[a:a + len(q)] = np.maximum(best[a:a + len(q)], sim.max(axis=1))
-    out = best.astype(np.float64)
+    own = prompt_id[queries]
+    _, out = top1_rows(vectors[own], vectors, exclude=own, limit=seen_before[queries],
+                       chunk=_QUERY_BLOCK, pool_block=_PROMPT_BLOCK)
     out[~np.isfinite(out)] = np.nan
     return out
 
