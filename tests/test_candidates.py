@@ -311,3 +311,21 @@ def test_candidates_retriever_equals_exact_on_50k_vectors_trace(tmp_path: Path) 
                                             POLICIES.get(policy).units[0], capacity, None)
             assert compare(exact, fast, floor) > 1000
             assert factory.counts.listed > 10_000
+
+
+@pytest.mark.parametrize("executor", ["engine", "sequential"])
+def test_config_candidates_give_the_exact_retrievers_counts(executor: str, tmp_path: Path) -> None:
+    """`cache.retrieval: candidates` through the whole run: every cache figure equal to exact_cosine's."""
+    from sim.experiments.config import experiment_from_data
+    from sim.experiments.runner import simulate
+
+    def run(retrieval: str) -> dict:
+        cfg = experiment_from_data({"trace": {"limit": 2000}, "cache": {
+            "retrieval": retrieval, "capacity_noises": 500, "candidates": {"cache_dir": str(tmp_path)}},
+            "run": {"executor": executor}}).base
+        return simulate(cfg)[2]
+
+    exact, fast = run("exact_cosine"), run("candidates")
+    for key in ("hits", "k_histogram", "steps_skipped", "evicted_noises", "hole_hits", "hole_misses", "outcomes"):
+        assert exact[key] == fast[key], key
+    assert fast["retrieval_listed"] > 0 and fast["retrieval_unlisted_lookups"] == 0

@@ -215,6 +215,11 @@ class CacheStore:
         return removed
 
     # -- introspection ---------------------------------------------------------------------------
+    def retrieval_counts(self) -> dict[str, int]:
+        """How the retriever answered (the candidate fast path counts its exact fallbacks); {} if it keeps none."""
+        counts = getattr(self._make_retriever, "counts", None)
+        return {} if counts is None else {str(k): int(v) for k, v in vars(counts).items()}
+
     def partition_size(self, partition: Hashable) -> int:
         """Number of cached prompts the retrieval for ``partition`` searches."""
         index = self._index.get(partition)

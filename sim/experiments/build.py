@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from sim.hardware.profiles import load_cost, load_frontend, load_latency_table, 
 from sim.hardware.routing import ROUTERS
 from sim.metrics import RunCost
 from sim.quality import QualityModel, load_quality
-from sim.retrieval import RETRIEVERS
+from sim.retrieval import RETRIEVERS, Retriever
 from sim.rng import rng_stream
 from sim.scenario import Gpu, Requests, Scenario
 from sim.scenario.modes import MODES, ServingMode
@@ -137,13 +139,33 @@ def similarity_map(cfg: RunConfig, embedder: str) -> SimilarityMap | None:
     return smap
 
 
+def make_retriever(cfg: RunConfig, dim: int, table: KTable, smap: SimilarityMap | None,
+                   requests: Requests | None) -> Callable[[], Retriever]:
+    """The store's per-partition retriever factory (picklable). With ``candidates``, the trace's candidate
+    lists are built (or read from their cache) here, for the floor the K table and map imply."""
+    c = cfg.cache
+    if c.retrieval != "candidates":
+        return partial(RETRIEVERS.get(c.retrieval), dim)
+    if requests is None:
+        raise InputError("cache.retrieval: candidates needs the trace's requests")
+    from sim.retrieval.candidates import CandidatesFactory
+    from sim.retrieval.precompute import DEFAULT_DIR, build_candidates, raw_floor
+
+    floor = raw_floor(table.lowest, smap.x, smap.y) if smap is not None else raw_floor(table.lowest)
+    cc = c.candidates
+    lists = build_candidates(requests.vectors, requests.prompt_index, requests.partition, floor=floor,
+                             max_candidates=cc.max_candidates, method=cc.method,
+                             cache_dir=Path(cc.cache_dir) if cc.cache_dir else DEFAULT_DIR)
+    return CandidatesFactory(lists, dim)
+
+
 def make_store(cfg: RunConfig, dim: int, smap: SimilarityMap | None = None, *, images: bool = False,
                requests: Requests | None = None) -> CacheStore:
     """The cache store of a run: latents at every cached K, or (``images``) one final image per prompt.
 
-    Offline references (cache.policy in sim/cache/offline/) read the whole trace: ``requests``."""
+    Offline references (cache.policy in sim/cache/offline/) and the candidates retriever read the whole
+    trace: ``requests``."""
     c = cfg.cache
-    retriever = RETRIEVERS.get(c.retrieval)
     if images:
         fi = cfg.serving.final_image
         # s >= threshold serves the image: the K table's test is strict, so compare with the next float down.
@@ -155,6 +177,7 @@ def make_store(cfg: RunConfig, dim: int, smap: SimilarityMap | None = None, *, i
     else:
         table = KTable(tuple((t.above, t.k) for t in c.thresholds))
         ks, capacity_noises = c.ks, c.capacity_noises
+    retriever = make_retriever(cfg, dim, table, smap, requests)
     policy: Policy
     rng = rng_stream(cfg.seed, "policy")
     if c.policy in OFFLINE:
@@ -165,7 +188,7 @@ def make_store(cfg: RunConfig, dim: int, smap: SimilarityMap | None = None, *, i
         policy = OFFLINE.get(c.policy)(c.eviction_unit, c.policy_params, rng, future=future)
         if c.policy == "infinite":
             # Room for a noise at every K of every request: nothing is ever evicted.
-            return CacheStore(ks=ks, table=table, policy=policy, make_retriever=lambda: retriever(dim),
+            return CacheStore(ks=ks, table=table, policy=policy, make_retriever=retriever,
                               capacity_noises=len(requests) * len(ks),
                               similarity_scale=smap.apply if smap is not None else None)
     else:
@@ -175,7 +198,7 @@ def make_store(cfg: RunConfig, dim: int, smap: SimilarityMap | None = None, *, i
         table=table,
         admission=ADMISSIONS.get(c.admission)(c.admission_params, rng_stream(cfg.seed, "admission")),
         policy=policy,
-        make_retriever=lambda: retriever(dim),
+        make_retriever=retriever,
         capacity_noises=capacity_noises,
         capacity_bytes=c.capacity_bytes,
         similarity_scale=smap.apply if smap is not None else None,
@@ -201,11 +224,12 @@ def build_mode(cfg: RunConfig, trace: Trace, requests: Requests, classes: dict[L
     if name == "nirvana":
         return mode_cls(requests, make_store(cfg, dim, smap, requests=requests))  # type: ignore[call-arg]
     if name == "final_image":
-        return mode_cls(requests, make_store(cfg, dim, smap, images=True), image_bytes(cfg, trace))  # type: ignore[call-arg]
+        images = make_store(cfg, dim, smap, images=True, requests=requests)
+        return mode_cls(requests, images, image_bytes(cfg, trace))  # type: ignore[call-arg]
     sm = cfg.serving.small_model
     width, height, _, _ = _shapes(cfg, trace)
     small = _classes(sm.model, width, height, classes)
-    store = make_store(cfg, dim, smap) if sm.serve == "misses" else None
+    store = make_store(cfg, dim, smap, requests=requests) if sm.serve == "misses" else None
     return mode_cls(requests, small, sm.serve, store)  # type: ignore[call-arg]
 
 

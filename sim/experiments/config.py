@@ -82,6 +82,26 @@ class Threshold:
 
 
 @dataclass(frozen=True)
+class CandidatesConfig:
+    """The candidate fast path (`cache.retrieval: candidates`, sim/retrieval/precompute.py): each request's
+    earlier prompts above the K table's lowest threshold, precomputed once per trace and floor."""
+
+    #: list length cap M; a request with more qualifying prompts falls back to an exact search when its
+    #: M are all evicted (counted in the summary)
+    max_candidates: int = 64
+    #: exact (blocked, complete: decisions equal the exact retriever's) | ivf (faiss IVF) | hnsw (hnswlib);
+    #: the approximate ones can miss a neighbour (measured in benchmarks/README.md)
+    method: Literal["exact", "ivf", "hnsw"] = "exact"
+    #: where the lists are stored, keyed by a content hash of their inputs (null: ~/.cache/nirvana-sim)
+    cache_dir: str | None = None
+
+    def problems(self) -> Problems:
+        if not 1 <= self.max_candidates <= 4096:
+            return [("max_candidates", f"an integer in 1..4096, got {self.max_candidates}")]
+        return []
+
+
+@dataclass(frozen=True)
 class CacheConfig:
     """The cache of the serving mode: latents (nirvana, small_model with serve: misses) or images (final_image)."""
 
@@ -99,7 +119,9 @@ class CacheConfig:
     #: the K values at which a miss stores a latent (NIRVANA: 5, 10, 15, 20, 25)
     ks: tuple[int, ...] = DEFAULT_KS
     thresholds: tuple[Threshold, ...] = tuple(Threshold(a, k) for a, k in DEFAULT_THRESHOLDS)
+    #: exact_cosine (numpy reference) | exact_key (identical text only) | candidates (precomputed fast path)
     retrieval: str = "exact_cosine"
+    candidates: CandidatesConfig = field(default_factory=CandidatesConfig)
     #: map from the trace embedder's cosine to the thresholds' (CLIP) scale: auto = the shipped map
     #: fitted for the trace's embedder (profiles/similarity/), none = raw cosine, or a map file path
     similarity_map: str = "auto"

@@ -72,7 +72,8 @@ class ServingMode(ABC):
         store = getattr(self, "store", None)
         if store is None:
             return {}
-        return {"hits_declined": store.num_declined, "admissions_refused": store.num_refused}
+        out = {"hits_declined": store.num_declined, "admissions_refused": store.num_refused}
+        return out | {f"retrieval_{name}": n for name, n in store.retrieval_counts().items()}
 
 
 def uncached(latency_class: int, num_steps: int) -> Decision:
