@@ -242,7 +242,8 @@ class ServingConfig:
 @dataclass(frozen=True)
 class ExecutionConfig:
     #: engine: SimPy, timed (a miss admitted when generated and written) | sequential: no clock, a miss
-    #: admitted before the next lookup (cache figures only; latency columns null)
+    #: admitted before the next lookup (cache figures only; latency columns null) | sequential_fast: the
+    #: same records from a compiled loop (nirvana with exact_key retrieval)
     executor: str = "engine"
 
     def problems(self) -> Problems:
@@ -290,9 +291,16 @@ class RunConfig:
     def problems(self) -> Problems:
         if not self.name or "/" in self.name:
             return [("name", f"a non-empty name without '/', got {self.name!r}")]
-        if self.run.executor == "sequential" and (self.hardware.batch_window_s > 0 or self.hardware.step_jitter_cv > 0):
+        untimed = self.run.executor in ("sequential", "sequential_fast")
+        if untimed and (self.hardware.batch_window_s > 0 or self.hardware.step_jitter_cv > 0):
             key = "batch_window_s" if self.hardware.batch_window_s > 0 else "step_jitter_cv"
-            return [(f"hardware.{key}", "0 with run.executor sequential (it keeps no clock: no latencies to shape)")]
+            why = f"0 with run.executor {self.run.executor} (it keeps no clock: no latencies to shape)"
+            return [(f"hardware.{key}", why)]
+        fast_ok = self.serving.mode == "nirvana" and self.cache.retrieval == "exact_key"
+        if self.run.executor == "sequential_fast" and not fast_ok:
+            # candidate lists for exact_cosine reach it only through its API (sim/executors/sequential_fast.py)
+            return [("run.executor", "serving.mode nirvana with cache.retrieval exact_key for sequential_fast "
+                                     "(sequential replays anything else)")]
         return []
 
 

@@ -1,0 +1,239 @@
+"""Sequential replay at cache-simulator speed: the ``sequential`` executor's records from a loop over integer
+arrays (sim/executors/replay_loop.py), for NIRVANA with exact-key retrieval or precomputed candidate lists."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim.cache.kselect import KTable
+from sim.cache.policies import POLICIES
+from sim.cache.store import CacheStore
+from sim.executors import EXECUTORS, replay_loop
+from sim.executors.base import Executor
+from sim.retrieval.exact_cosine import ExactCosine
+from sim.retrieval.exact_key import ExactKey
+from sim.scenario import Scenario
+from sim.scenario.modes.nirvana import Nirvana
+from sim.scenario.records import Records, new_records
+from sim.scenario.requests import Requests
+from sim.workload.simmap import SimilarityMap
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Per request, the earlier distinct prompts of its partition whose raw cosine is >= ``floor``, sorted by
+    cosine descending, capped (``truncated[i]``: request i had more). CSR: request i's candidates are
+    ``prompt[offsets[i]:offsets[i + 1]]`` with cosines ``similarity[...]`` (float32, as the retriever's).
+
+    ``floor`` must be low enough that no cosine below it maps above the K table's lowest threshold: a
+    request none of whose candidates is cached (list not truncated) is then a miss with nothing matched.
+    """
+
+    offsets: np.ndarray  # int64 [n + 1]
+    prompt: np.ndarray  # int32: prompt ids (rows of Requests.vectors)
+    similarity: np.ndarray  # float32
+    truncated: np.ndarray  # bool [n]
+    floor: float
+
+    def check(self, requests: Requests) -> None:
+        n = len(requests)
+        off = self.offsets
+        if off.shape != (n + 1,) or off[0] != 0 or np.any(np.diff(off) < 0) or off[-1] != len(self.prompt):
+            raise ValueError(f"candidates: offsets must be non-decreasing int64[{n + 1}] from 0 to len(prompt)")
+        if self.similarity.shape != self.prompt.shape or self.similarity.dtype != np.float32:
+            raise ValueError("candidates: similarity must be float32 with one value per candidate prompt")
+        if self.truncated.shape != (n,):
+            raise ValueError(f"candidates: truncated must be bool[{n}]")
+        if len(self.prompt) and (self.prompt.min() < 0 or self.prompt.max() >= len(requests.vectors)):
+            raise ValueError("candidates: prompt id outside Requests.vectors")
+
+
+def exact_key_candidates(requests: Requests) -> Candidates:
+    """Exact-key retrieval as candidate lists: each request's own prompt at cosine 1, nothing else."""
+    n = len(requests)
+    return Candidates(np.arange(n + 1, dtype=np.int64), requests.prompt_index.astype(np.int32),
+                      np.ones(n, dtype=np.float32), np.zeros(n, dtype=bool), 1.0)
+
+
+def cosines(rows: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Cosine of each unit-norm row with ``query``, float32, each row's value independent of the other rows.
+
+    A BLAS matrix-vector product is not: its result for one row changes in the last bit with the row's
+    position in the matrix, so an exact search over a different set of rows could disagree with a
+    precomputed candidate list.
+    """
+    return np.einsum("ij,j->i", rows, query)
+
+
+def _select_ks(table: KTable, similarity: np.ndarray) -> np.ndarray:
+    """KTable.select over an array: the first threshold exceeded, in table order."""
+    k = np.zeros(len(similarity), dtype=np.int64)
+    done = np.zeros(len(similarity), dtype=bool)
+    for above, kv in table.thresholds:
+        hit = ~done & (similarity > above)
+        k[hit] = kv
+        done |= hit
+    return k
+
+
+def _scale_array(store: CacheStore, raw: np.ndarray) -> np.ndarray:
+    # The store keeps its similarity scale private; reading it here leaves sim/cache/store.py unchanged.
+    scale = store._scale
+    if scale is None:
+        return raw.copy()
+    owner = getattr(scale, "__self__", None)
+    if isinstance(owner, SimilarityMap) and getattr(scale, "__func__", None) is SimilarityMap.apply:
+        return owner.apply_array(raw)  # the same np.interp as apply(), on every value at once
+    values, inverse = np.unique(raw, return_inverse=True)
+    return np.array([scale(float(v)) for v in values.tolist()], dtype=np.float64)[inverse]
+
+
+@EXECUTORS.register("sequential_fast")
+class FastSequential(Executor):
+    """The ``sequential`` executor's records (same admission timing, same columns) from integer arrays.
+
+    Serves NIRVANA with a fresh store under one of fifo/lru/lfu/lcbfu; retrieval ``exact_key``, or
+    ``exact_cosine`` through precomputed ``candidates`` (sim/executors/sequential_fast.Candidates). A
+    list that runs out while its partition holds prompts falls back to an exact search over them
+    (counted in ``stats``). A nearest prompt below the lists' floor is not recorded (similarity NaN, matched
+    entry -1: a miss), whether a list or the fallback found it, so records do not depend on the cap.
+    Anything else is refused rather than replayed with other semantics.
+    """
+
+    name = "sequential_fast"
+    timed = False
+    admission = "before the next lookup"
+
+    def __init__(self, candidates: Candidates | None = None) -> None:
+        self.candidates = candidates
+        self.stats: dict[str, int] = {}
+
+    def run(self, scenario: Scenario) -> Records:
+        mode = scenario.mode
+        if type(mode) is not Nirvana:
+            raise ValueError(f"run.executor sequential_fast: serving mode nirvana only, got {mode.name}")
+        req, store = scenario.requests, mode.store
+        _check_store(store, with_candidates=self.candidates is not None)
+        cand = self.candidates if self.candidates is not None else exact_key_candidates(req)
+        cand.check(req)
+        rec, num_fallbacks = _replay(req, store, cand)
+        self.stats = {"num_exact_fallbacks": num_fallbacks}
+        busy = rec["service_s"]
+        busy[:] = 0.0
+        service = scenario.service
+        for cls in np.unique(req.latency_class).tolist():
+            lat = service.latency(0, cls, 1)
+            sel = (req.latency_class == cls) & (rec["gpu_steps"] > 0)
+            # service_s(lat, steps): text encoder + steps x step time + VAE decode, in that order
+            busy[sel] = lat.text_encoder_s + rec["gpu_steps"][sel] * lat.step_s + lat.vae_decode_s
+        return rec
+
+
+def _check_store(store: CacheStore, *, with_candidates: bool) -> None:
+    policy = store.policy
+    if policy.name not in replay_loop.POLICY_CODES or type(policy) is not POLICIES.get(policy.name):
+        raise ValueError(f"run.executor sequential_fast: policy {policy.name!r} has no integer-array version")
+    if store.num_entries or store.used_noises:
+        raise ValueError("run.executor sequential_fast: the store must start empty")
+    if len(store.ks) > 62:
+        raise ValueError("run.executor sequential_fast: at most 62 cached K values")
+    retriever = store._make_retriever()  # an empty index, only to learn which retrieval the run asked for
+    wanted = ExactCosine if with_candidates else ExactKey
+    if type(retriever) is not wanted:
+        raise ValueError(f"run.executor sequential_fast: retrieval {retriever.name!r} is served only by "
+                         f"{'exact_cosine with candidates' if with_candidates else 'exact_key'} here")
+
+
+def _pp_codes(req: Requests, cand: Candidates) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Dense codes of (partition, prompt) for every request and every candidate, and each code's prompt."""
+    num_prompts = max(len(req.vectors), int(req.prompt_index.max()) + 1)
+    req_key = req.partition.astype(np.int64) * num_prompts + req.prompt_index
+    keys, req_pp = np.unique(req_key, return_inverse=True)
+    lengths = np.diff(cand.offsets)
+    cand_key = np.repeat(req.partition.astype(np.int64), lengths) * num_prompts + cand.prompt
+    cand_pp = np.searchsorted(keys, cand_key)
+    bad = np.flatnonzero((cand_pp >= len(keys)) | (keys[np.minimum(cand_pp, len(keys) - 1)] != cand_key))
+    if len(bad):
+        i = int(np.searchsorted(cand.offsets, bad[0], side="right") - 1)
+        raise ValueError(f"candidates: request {i} lists prompt {int(cand.prompt[bad[0]])}, never requested in its "
+                         "partition")
+    return req_pp.astype(np.int64), cand_pp.astype(np.int64), keys % num_prompts
+
+
+def _replay(req: Requests, store: CacheStore, cand: Candidates) -> tuple[Records, int]:
+    n = len(req)
+    ks = np.asarray(store.ks, dtype=np.int64)
+    nk = len(ks)
+    by_prompt = store.policy.unit == "prompt"
+    policy = replay_loop.POLICY_CODES[store.policy.name]
+    cap_noises, cap_bytes = int(store.capacity_noises), int(store.capacity_bytes)
+    min_bytes = max(1, int(req.noise_bytes.min())) if n else 1
+    num_slots = max(1, min(n, cap_noises, cap_bytes // min_bytes))  # every live entry holds >= 1 noise
+    num_items = num_slots if by_prompt else num_slots * nk
+    req_pp, cand_pp, pp_prompt = _pp_codes(req, cand)
+    num_pp = len(pp_prompt)
+    cand_raw = cand.similarity.astype(np.float64)
+    cand_mapped = _scale_array(store, cand_raw)
+    cand_k = _select_ks(store.table, cand_mapped)
+    part = req.partition.astype(np.int64)
+    num_parts = int(part.max()) + 1 if n else 1
+
+    i64 = np.int64
+    scal = np.zeros(replay_loop.NUM_SCALARS, dtype=i64)
+    scal[replay_loop.FREE_TOP] = num_slots
+    free = np.arange(num_slots - 1, -1, -1, dtype=i64)  # popped from the top: slot 0 first
+    slot_entry, slot_mask, slot_pp, slot_part, slot_bytes = (np.zeros(num_slots, i64) for _ in range(5))
+    pp_next, pp_prev, part_next, part_prev = (np.full(num_slots, -1, i64) for _ in range(4))
+    pp_head, pp_tail = np.full(num_pp, -1, i64), np.full(num_pp, -1, i64)
+    part_head, part_tail = np.full(num_parts, -1, i64), np.full(num_parts, -1, i64)
+    part_count = np.zeros(num_parts, i64)
+    ordered = policy in (replay_loop.FIFO, replay_loop.LRU)
+    size_list = num_items + 1 if ordered else 1
+    nxt = np.full(size_list, size_list - 1, i64)  # empty circular list: the sentinel points at itself
+    prv = np.full(size_list, size_list - 1, i64)
+    size_heap = 1 if ordered else num_items
+    heap, pos, ka, kc, kd, uses = (np.zeros(size_heap, i64) for _ in range(6))
+    kb = np.zeros(size_heap, np.float64)
+
+    rec = new_records(n)
+    rec["arrival_s"][:] = req.arrival_s
+    rec["num_steps"][:] = req.num_steps
+    arrival = np.ascontiguousarray(req.arrival_s, dtype=np.float64)
+    num_steps = req.num_steps.astype(i64)
+    noise_bytes = req.noise_bytes.astype(i64)
+    vectors = req.vectors
+    scratch = np.zeros(num_slots, i64)
+    num_fallbacks = 0
+    forced = (-1, -1, 0.0, 0.0, 0)
+    start = 0
+    while True:
+        stop = replay_loop.replay(
+            start, *forced, arrival, num_steps, part, req_pp, noise_bytes,
+            cand.offsets, cand_pp, cand.similarity, cand_raw, cand_mapped, cand_k, cand.truncated,
+            ks, policy, by_prompt, cap_noises, cap_bytes,
+            scal, slot_entry, slot_mask, slot_pp, slot_part, slot_bytes, pp_head, pp_tail, pp_next, pp_prev,
+            part_head, part_tail, part_next, part_prev, part_count, free,
+            nxt, prv, heap, pos, ka, kb, kc, kd, uses,
+            rec["outcome"], rec["k_selected"], rec["k_used"], rec["hole"], rec["matched_entry"],
+            rec["similarity"], rec["similarity_raw"], rec["admitted_entry"], rec["num_evicted"],
+            rec["gpu_steps"], rec["admit_s"])
+        if stop >= n:
+            return rec, num_fallbacks
+        # Exact fallback, as ExactCosine answers: the highest cosine, ties to the smallest entry id.
+        num_fallbacks += 1
+        m = replay_loop.partition_slots(int(part[stop]), part_head, part_next, scratch)
+        slots = scratch[:m]
+        prompts = pp_prompt[slot_pp[slots]]
+        sims = cosines(vectors[prompts], vectors[req.prompt_index[stop]])
+        best = sims.max()
+        tied = np.flatnonzero(sims == best)
+        raw = float(best)
+        if raw < cand.floor:  # as a complete list would say: nothing above the floor, whatever the cap
+            forced = (stop, -1, float("nan"), float("nan"), 0)
+        else:
+            slot = int(slots[tied[np.argmin(slot_entry[slots[tied]])]])
+            sim = float(_scale_array(store, np.array([raw]))[0])
+            forced = (stop, slot, raw, sim, int(_select_ks(store.table, np.array([sim]))[0]))
+        start = stop
