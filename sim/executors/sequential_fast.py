@@ -4,6 +4,7 @@ arrays (sim/executors/replay_loop.py), for NIRVANA with exact-key retrieval or p
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -162,6 +163,11 @@ def _pp_codes(req: Requests, cand: Candidates) -> tuple[np.ndarray, np.ndarray, 
     return req_pp.astype(np.int64), cand_pp.astype(np.int64), keys % num_prompts
 
 
+#: the record columns the loop writes, in its argument order
+_OUT_COLUMNS = ("outcome", "k_selected", "k_used", "hole", "matched_entry", "similarity", "similarity_raw",
+                "admitted_entry", "num_evicted", "gpu_steps", "admit_s")
+
+
 def _replay(req: Requests, store: CacheStore, cand: Candidates) -> tuple[Records, int]:
     n = len(req)
     ks = np.asarray(store.ks, dtype=np.int64)
@@ -207,25 +213,27 @@ def _replay(req: Requests, store: CacheStore, cand: Candidates) -> tuple[Records
     scratch = np.zeros(num_slots, i64)
     num_fallbacks = 0
     forced = (-1, -1, 0.0, 0.0, 0)
+    inputs: list[Any] = [arrival, num_steps, part, req_pp, noise_bytes, cand.offsets, cand_pp, cand.similarity, cand_raw,
+              cand_mapped, cand_k, cand.truncated, ks]
+    state: list[Any] = [scal, slot_entry, slot_mask, slot_pp, slot_part, slot_bytes, pp_head, pp_tail, pp_next, pp_prev,
+             part_head, part_tail, part_next, part_prev, part_count, free, nxt, prv, heap, pos, ka, kb, kc, kd, uses]
+    outs: list[Any] = [rec[c] for c in _OUT_COLUMNS]
+    if not replay_loop.COMPILED:  # plain Python indexes lists several times faster than numpy arrays
+        inputs, state, outs = ([a.tolist() for a in group] for group in (inputs, state, outs))
     start = 0
     while True:
-        stop = replay_loop.replay(
-            start, *forced, arrival, num_steps, part, req_pp, noise_bytes,
-            cand.offsets, cand_pp, cand.similarity, cand_raw, cand_mapped, cand_k, cand.truncated,
-            ks, policy, by_prompt, cap_noises, cap_bytes,
-            scal, slot_entry, slot_mask, slot_pp, slot_part, slot_bytes, pp_head, pp_tail, pp_next, pp_prev,
-            part_head, part_tail, part_next, part_prev, part_count, free,
-            nxt, prv, heap, pos, ka, kb, kc, kd, uses,
-            rec["outcome"], rec["k_selected"], rec["k_used"], rec["hole"], rec["matched_entry"],
-            rec["similarity"], rec["similarity_raw"], rec["admitted_entry"], rec["num_evicted"],
-            rec["gpu_steps"], rec["admit_s"])
+        stop = replay_loop.replay(start, *forced, *inputs, policy, by_prompt, cap_noises, cap_bytes, *state, *outs)
         if stop >= n:
+            if not replay_loop.COMPILED:
+                for c, values in zip(_OUT_COLUMNS, outs, strict=True):
+                    rec[c][:] = values
             return rec, num_fallbacks
         # Exact fallback, as ExactCosine answers: the highest cosine, ties to the smallest entry id.
         num_fallbacks += 1
-        m = replay_loop.partition_slots(int(part[stop]), part_head, part_next, scratch)
+        m = replay_loop.partition_slots(int(part[stop]), state[10], state[12], scratch)
         slots = scratch[:m]
-        prompts = pp_prompt[slot_pp[slots]]
+        entries = np.asarray(state[1])[slots]
+        prompts = pp_prompt[np.asarray(state[3])[slots]]
         sims = cosines(vectors[prompts], vectors[req.prompt_index[stop]])
         best = sims.max()
         tied = np.flatnonzero(sims == best)
@@ -233,7 +241,7 @@ def _replay(req: Requests, store: CacheStore, cand: Candidates) -> tuple[Records
         if raw < cand.floor:  # as a complete list would say: nothing above the floor, whatever the cap
             forced = (stop, -1, float("nan"), float("nan"), 0)
         else:
-            slot = int(slots[tied[np.argmin(slot_entry[slots[tied]])]])
+            slot = int(slots[tied[np.argmin(entries[tied])]])
             sim = float(_scale_array(store, np.array([raw]))[0])
             forced = (stop, slot, raw, sim, int(_select_ks(store.table, np.array([sim]))[0]))
         start = stop
