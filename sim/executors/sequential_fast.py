@@ -213,10 +213,11 @@ def _replay(req: Requests, store: CacheStore, cand: Candidates) -> tuple[Records
     scratch = np.zeros(num_slots, i64)
     num_fallbacks = 0
     forced = (-1, -1, 0.0, 0.0, 0)
-    inputs: list[Any] = [arrival, num_steps, part, req_pp, noise_bytes, cand.offsets, cand_pp, cand.similarity, cand_raw,
-              cand_mapped, cand_k, cand.truncated, ks]
-    state: list[Any] = [scal, slot_entry, slot_mask, slot_pp, slot_part, slot_bytes, pp_head, pp_tail, pp_next, pp_prev,
-             part_head, part_tail, part_next, part_prev, part_count, free, nxt, prv, heap, pos, ka, kb, kc, kd, uses]
+    inputs: list[Any] = [arrival, num_steps, part, req_pp, noise_bytes, cand.offsets, cand_pp, cand.similarity,
+                         cand_raw, cand_mapped, cand_k, cand.truncated, ks]
+    state: list[Any] = [scal, slot_entry, slot_mask, slot_pp, slot_part, slot_bytes, pp_head, pp_tail, pp_next,
+                        pp_prev, part_head, part_tail, part_next, part_prev, part_count, free, nxt, prv, heap, pos,
+                        ka, kb, kc, kd, uses]
     outs: list[Any] = [rec[c] for c in _OUT_COLUMNS]
     if not replay_loop.COMPILED:  # plain Python indexes lists several times faster than numpy arrays
         inputs, state, outs = ([a.tolist() for a in group] for group in (inputs, state, outs))
