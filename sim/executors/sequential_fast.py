@@ -148,19 +148,35 @@ def _check_store(store: CacheStore, *, with_candidates: bool) -> None:
 
 
 def _pp_codes(req: Requests, cand: Candidates) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Dense codes of (partition, prompt) for every request and every candidate, and each code's prompt."""
+    """Codes of (partition, prompt) for every request and every candidate, and each code's prompt.
+
+    partition x prompt itself when that table is small (no sort: a shared scope is one partition), else
+    dense codes of the pairs that occur."""
+    n = len(req)
     num_prompts = max(len(req.vectors), int(req.prompt_index.max()) + 1)
-    req_key = req.partition.astype(np.int64) * num_prompts + req.prompt_index
-    keys, req_pp = np.unique(req_key, return_inverse=True)
-    lengths = np.diff(cand.offsets)
-    cand_key = np.repeat(req.partition.astype(np.int64), lengths) * num_prompts + cand.prompt
-    cand_pp = np.searchsorted(keys, cand_key)
-    bad = np.flatnonzero((cand_pp >= len(keys)) | (keys[np.minimum(cand_pp, len(keys) - 1)] != cand_key))
+    part = req.partition.astype(np.int64)
+    req_key = part * num_prompts + req.prompt_index
+    if len(cand.prompt) == n and np.array_equal(cand.offsets, np.arange(n + 1)) \
+            and np.array_equal(cand.prompt, req.prompt_index):
+        cand_key = req_key  # exact-key lists: each request's own prompt
+    else:
+        cand_key = np.repeat(part, np.diff(cand.offsets)) * num_prompts + cand.prompt
+    num_keys = (int(part.max()) + 1) * num_prompts
+    if num_keys <= max(4 * n, 1 << 22):
+        present = np.zeros(num_keys, dtype=bool)
+        present[req_key] = True
+        bad = np.flatnonzero(~present[cand_key])
+        req_pp, cand_pp, pp_prompt = req_key, cand_key, np.arange(num_keys, dtype=np.int64) % num_prompts
+    else:
+        keys, req_pp = np.unique(req_key, return_inverse=True)
+        cand_pp = np.searchsorted(keys, cand_key)
+        bad = np.flatnonzero((cand_pp >= len(keys)) | (keys[np.minimum(cand_pp, len(keys) - 1)] != cand_key))
+        pp_prompt = keys % num_prompts
     if len(bad):
         i = int(np.searchsorted(cand.offsets, bad[0], side="right") - 1)
         raise ValueError(f"candidates: request {i} lists prompt {int(cand.prompt[bad[0]])}, never requested in its "
                          "partition")
-    return req_pp.astype(np.int64), cand_pp.astype(np.int64), keys % num_prompts
+    return req_pp.astype(np.int64), cand_pp.astype(np.int64), pp_prompt
 
 
 #: the record columns the loop writes, in its argument order
