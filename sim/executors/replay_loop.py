@@ -54,49 +54,58 @@ def _list_unlink(nxt: Any, prv: Any, x: int) -> None:
     prv[b] = a
 
 
-# -- keyed min-heap (LFU, LCBFU): keys (a, b, c, d) compared in order, d unique ------------------------
+# -- keyed min-heap (LFU, LCBFU): keys (a, b, c, d) compared in order, d unique. Keys live beside the item
+# at its heap position (not by item id), so sifting reads neighbouring memory.
 @jit
-def _less(ka: Any, kb: Any, kc: Any, kd: Any, x: int, y: int) -> bool:
-    if ka[x] != ka[y]:
-        return bool(ka[x] < ka[y])
-    if kb[x] != kb[y]:
-        return bool(kb[x] < kb[y])
-    if kc[x] != kc[y]:
-        return bool(kc[x] < kc[y])
-    return bool(kd[x] < kd[y])
+def _kless(a1: Any, b1: Any, c1: Any, d1: Any, a2: Any, b2: Any, c2: Any, d2: Any) -> bool:
+    if a1 != a2:
+        return bool(a1 < a2)
+    if b1 != b2:
+        return bool(b1 < b2)
+    if c1 != c2:
+        return bool(c1 < c2)
+    return bool(d1 < d2)
+
+
+@jit
+def _hmove(heap: Any, pos: Any, ka: Any, kb: Any, kc: Any, kd: Any, src: int, dst: int) -> None:
+    x = heap[src]
+    heap[dst] = x
+    ka[dst] = ka[src]
+    kb[dst] = kb[src]
+    kc[dst] = kc[src]
+    kd[dst] = kd[src]
+    pos[x] = dst
 
 
 @jit
 def _sift_up(heap: Any, pos: Any, ka: Any, kb: Any, kc: Any, kd: Any, j: int) -> None:
-    x = heap[j]
+    x, xa, xb, xc, xd = heap[j], ka[j], kb[j], kc[j], kd[j]
     while j > 0:
         parent = (j - 1) >> 1
-        y = heap[parent]
-        if not _less(ka, kb, kc, kd, x, y):
+        if not _kless(xa, xb, xc, xd, ka[parent], kb[parent], kc[parent], kd[parent]):
             break
-        heap[j] = y
-        pos[y] = j
+        _hmove(heap, pos, ka, kb, kc, kd, parent, j)
         j = parent
-    heap[j] = x
+    heap[j], ka[j], kb[j], kc[j], kd[j] = x, xa, xb, xc, xd
     pos[x] = j
 
 
 @jit
 def _sift_down(heap: Any, pos: Any, ka: Any, kb: Any, kc: Any, kd: Any, j: int, size: int) -> None:
-    x = heap[j]
+    x, xa, xb, xc, xd = heap[j], ka[j], kb[j], kc[j], kd[j]
     while True:
         child = 2 * j + 1
         if child >= size:
             break
-        if child + 1 < size and _less(ka, kb, kc, kd, heap[child + 1], heap[child]):
-            child += 1
-        y = heap[child]
-        if not _less(ka, kb, kc, kd, y, x):
+        r = child + 1
+        if r < size and _kless(ka[r], kb[r], kc[r], kd[r], ka[child], kb[child], kc[child], kd[child]):
+            child = r
+        if not _kless(ka[child], kb[child], kc[child], kd[child], xa, xb, xc, xd):
             break
-        heap[j] = y
-        pos[y] = j
+        _hmove(heap, pos, ka, kb, kc, kd, child, j)
         j = child
-    heap[j] = x
+    heap[j], ka[j], kb[j], kc[j], kd[j] = x, xa, xb, xc, xd
     pos[x] = j
 
 
@@ -107,10 +116,9 @@ def _heap_remove(heap: Any, pos: Any, ka: Any, kb: Any, kc: Any, kd: Any, x: int
     j = pos[x]
     if j == size:
         return
-    last = heap[size]
-    heap[j] = last
-    pos[last] = j
-    if j > 0 and _less(ka, kb, kc, kd, last, heap[(j - 1) >> 1]):
+    _hmove(heap, pos, ka, kb, kc, kd, size, j)
+    parent = (j - 1) >> 1
+    if j > 0 and _kless(ka[j], kb[j], kc[j], kd[j], ka[parent], kb[parent], kc[parent], kd[parent]):
         _sift_up(heap, pos, ka, kb, kc, kd, j)
     else:
         _sift_down(heap, pos, ka, kb, kc, kd, j, size)
@@ -123,20 +131,19 @@ def _insert(policy: int, x: int, k: int, now: float, scal: Any, nxt: Any, prv: A
         _list_append(nxt, prv, x)
         return
     scal[SEQ] += 1
-    if policy == LFU:  # (uses, last-use sequence): ties to the least recently used
-        ka[x] = 0
-        kb[x] = 0.0
-        kc[x] = 0
-    else:  # LCBFU: (K x uses, admission time, K, admission sequence)
-        uses[x] = 0
-        ka[x] = 0
-        kb[x] = now
-        kc[x] = k
-    kd[x] = scal[SEQ]
     j = scal[HEAP_SIZE]
     scal[HEAP_SIZE] = j + 1
     heap[j] = x
-    pos[x] = j
+    if policy == LFU:  # (uses, last-use sequence): ties to the least recently used
+        ka[j] = 0
+        kb[j] = 0.0
+        kc[j] = 0
+    else:  # LCBFU: (K x uses, admission time, K, admission sequence)
+        uses[x] = 0
+        ka[j] = 0
+        kb[j] = now
+        kc[j] = k
+    kd[j] = scal[SEQ]
     _sift_up(heap, pos, ka, kb, kc, kd, j)
 
 
@@ -228,13 +235,15 @@ def replay(start: int, forced_i: int, forced_slot: int, forced_raw: float, force
                     _list_append(nxt, prv, x)
                 elif policy == LFU:
                     scal[SEQ] += 1
-                    ka[x] += 1
-                    kd[x] = scal[SEQ]
-                    _sift_down(heap, pos, ka, kb, kc, kd, pos[x], scal[HEAP_SIZE])
+                    hj = pos[x]
+                    ka[hj] += 1
+                    kd[hj] = scal[SEQ]
+                    _sift_down(heap, pos, ka, kb, kc, kd, hj, scal[HEAP_SIZE])  # keys only grow on a hit
                 elif policy == LCBFU:
                     uses[x] += 1
-                    ka[x] = kc[x] * uses[x]
-                    _sift_down(heap, pos, ka, kb, kc, kd, pos[x], scal[HEAP_SIZE])
+                    hj = pos[x]
+                    ka[hj] = kc[hj] * uses[x]
+                    _sift_down(heap, pos, ka, kb, kc, kd, hj, scal[HEAP_SIZE])
                 continue
         # -- a miss: all N steps, then admit one noise at every cached K (whole group or nothing)
         r_outcome[i] = _MISS
