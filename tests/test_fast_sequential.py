@@ -12,7 +12,7 @@ from sim.cache.kselect import KTable
 from sim.cache.policies import POLICIES
 from sim.cache.store import CacheStore
 from sim.errors import ConfigError
-from sim.executors import EXECUTORS
+from sim.executors import EXECUTORS, replay_loop
 from sim.executors.sequential_fast import Candidates, FastSequential, cosines
 from sim.experiments.build import build_scenario, similarity_map
 from sim.experiments.config import RunConfig, experiment_from_data
@@ -291,3 +291,26 @@ def test_small_traces_exercise_ties_holes_and_fallbacks() -> None:
     assert executor.stats["num_exact_fallbacks"] > 0
     assert (rec["outcome"] == HOLE_HIT).any() and (rec["hole"] & (rec["outcome"] == 0)).any()
     assert (rec["num_steps"][rec["hole"]] == 5).any()  # N - 1 below the smallest K
+
+
+@pytest.mark.slow
+def test_plain_python_loop_writes_the_same_records() -> None:
+    """Without numba (not installed, or NUMBA_DISABLE_JIT=1) the same loop runs over Python lists."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "NUMBA_DISABLE_JIT": "1"}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k",
+                           "small_random or fall_back or compiled_unless", str(Path(__file__).resolve())],
+                          cwd=root, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert " 23 passed" in done.stdout, done.stdout[-500:]
+
+
+def test_compiled_unless_disabled() -> None:
+    import os
+
+    assert replay_loop.COMPILED == (os.environ.get("NUMBA_DISABLE_JIT", "0") == "0")

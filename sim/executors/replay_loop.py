@@ -125,26 +125,43 @@ def _heap_remove(heap: Any, pos: Any, ka: Any, kb: Any, kc: Any, kd: Any, x: int
 
 
 @jit
-def _insert(policy: int, x: int, k: int, now: float, scal: Any, nxt: Any, prv: Any, heap: Any, pos: Any,
-            ka: Any, kb: Any, kc: Any, kd: Any, uses: Any) -> None:
+def _heap_push(heap: Any, pos: Any, ka: Any, kb: Any, kc: Any, kd: Any, scal: Any, x: int,
+               a: int, b: float, c: int, d: int) -> None:
+    j = scal[HEAP_SIZE]
+    scal[HEAP_SIZE] = j + 1
+    heap[j], ka[j], kb[j], kc[j], kd[j] = x, a, b, c, d
+    _sift_up(heap, pos, ka, kb, kc, kd, j)
+
+
+@jit
+def _insert(policy: int, x: int, k: int, now: float, scal: Any, nxt: Any, prv: Any, pos: Any,
+            uses: Any, inow: Any, iseq: Any, ks: Any) -> None:
+    """A new item. LFU and LCBFU keep items never hit since admission (key a = 0, below every hit item's)
+    on the ordered list, in key order, and move them to the heap on their first hit: most evictions then
+    cost O(1)."""
     if policy == FIFO or policy == LRU:
         _list_append(nxt, prv, x)
         return
     scal[SEQ] += 1
-    j = scal[HEAP_SIZE]
-    scal[HEAP_SIZE] = j + 1
-    heap[j] = x
-    if policy == LFU:  # (uses, last-use sequence): ties to the least recently used
-        ka[j] = 0
-        kb[j] = 0.0
-        kc[j] = 0
-    else:  # LCBFU: (K x uses, admission time, K, admission sequence)
-        uses[x] = 0
-        ka[j] = 0
-        kb[j] = now
-        kc[j] = k
-    kd[j] = scal[SEQ]
-    _sift_up(heap, pos, ka, kb, kc, kd, j)
+    pos[x] = -1  # not in the heap
+    if policy == LFU:  # (0, admission sequence): admission order
+        _list_append(nxt, prv, x)
+        return
+    # LCBFU: (0, admission time, K, admission sequence). Arrivals never go back, so only items admitted
+    # at this same time with a larger K can sit after the new one (ties in arrival time).
+    uses[x] = 0
+    inow[x] = now
+    iseq[x] = scal[SEQ]
+    nk = len(ks)
+    sent = len(nxt) - 1
+    t = prv[sent]
+    while t != sent and inow[t] == now and ks[t % nk] > k:
+        t = prv[t]
+    after = nxt[t]
+    nxt[t] = x
+    prv[x] = t
+    nxt[x] = after
+    prv[after] = x
 
 
 @jit
@@ -168,6 +185,7 @@ def replay(start: int, forced_i: int, forced_slot: int, forced_raw: float, force
            pp_head: Any, pp_tail: Any, pp_next: Any, pp_prev: Any,
            part_head: Any, part_tail: Any, part_next: Any, part_prev: Any, part_count: Any, free: Any,
            nxt: Any, prv: Any, heap: Any, pos: Any, ka: Any, kb: Any, kc: Any, kd: Any, uses: Any,
+           inow: Any, iseq: Any,
            r_outcome: Any, r_ksel: Any, r_kused: Any, r_hole: Any, r_matched: Any, r_sim: Any, r_raw: Any,
            r_admitted: Any, r_evicted: Any, r_gpu: Any, r_admit_s: Any) -> int:
     """Replay requests ``start``.. in order; return the first one that needs an exact fallback (its
@@ -178,7 +196,6 @@ def replay(start: int, forced_i: int, forced_slot: int, forced_raw: float, force
     n = len(arrival)
     nk = len(ks)
     full_mask = (1 << nk) - 1
-    ordered = policy == FIFO or policy == LRU
     for i in range(start, n):
         now = arrival[i]
         p = part[i]
@@ -233,17 +250,25 @@ def replay(start: int, forced_i: int, forced_slot: int, forced_raw: float, force
                 if policy == LRU:
                     _list_unlink(nxt, prv, x)
                     _list_append(nxt, prv, x)
-                elif policy == LFU:
+                elif policy == LFU:  # (uses, last-use sequence): ties to the least recently used
                     scal[SEQ] += 1
                     hj = pos[x]
-                    ka[hj] += 1
-                    kd[hj] = scal[SEQ]
-                    _sift_down(heap, pos, ka, kb, kc, kd, hj, scal[HEAP_SIZE])  # keys only grow on a hit
-                elif policy == LCBFU:
+                    if hj < 0:
+                        _list_unlink(nxt, prv, x)
+                        _heap_push(heap, pos, ka, kb, kc, kd, scal, x, 1, 0.0, 0, scal[SEQ])
+                    else:
+                        ka[hj] += 1
+                        kd[hj] = scal[SEQ]
+                        _sift_down(heap, pos, ka, kb, kc, kd, hj, scal[HEAP_SIZE])  # keys only grow on a hit
+                elif policy == LCBFU:  # (K x uses, admission time, K, admission sequence)
                     uses[x] += 1
                     hj = pos[x]
-                    ka[hj] = kc[hj] * uses[x]
-                    _sift_down(heap, pos, ka, kb, kc, kd, hj, scal[HEAP_SIZE])
+                    if hj < 0:
+                        _list_unlink(nxt, prv, x)
+                        _heap_push(heap, pos, ka, kb, kc, kd, scal, x, k_used, inow[x], k_used, iseq[x])
+                    else:
+                        ka[hj] = kc[hj] * uses[x]
+                        _sift_down(heap, pos, ka, kb, kc, kd, hj, scal[HEAP_SIZE])
                 continue
         # -- a miss: all N steps, then admit one noise at every cached K (whole group or nothing)
         r_outcome[i] = _MISS
@@ -258,10 +283,11 @@ def replay(start: int, forced_i: int, forced_slot: int, forced_raw: float, force
         evicted = 0
         while scal[USED_NOISES] + nk > cap_noises or scal[USED_BYTES] + need_bytes > cap_bytes:
             # victim chosen before the new group is in, so a prompt never evicts its own noises
-            x = nxt[len(nxt) - 1] if ordered else heap[0]
-            if ordered:
+            x = nxt[len(nxt) - 1]
+            if x != len(nxt) - 1:  # FIFO/LRU order; LFU/LCBFU items never hit, which precede the heap's
                 _list_unlink(nxt, prv, x)
             else:
+                x = heap[0]
                 _heap_remove(heap, pos, ka, kb, kc, kd, x, scal)
             if by_prompt:
                 vs = x
@@ -334,8 +360,8 @@ def replay(start: int, forced_i: int, forced_slot: int, forced_raw: float, force
         r_admitted[i] = entry
         r_evicted[i] = evicted
         if by_prompt:
-            _insert(policy, s, 0, now, scal, nxt, prv, heap, pos, ka, kb, kc, kd, uses)
+            _insert(policy, s, 0, now, scal, nxt, prv, pos, uses, inow, iseq, ks)
         else:
             for t in range(nk):  # ascending K, so FIFO/LRU order a prompt's smaller K first
-                _insert(policy, s * nk + t, ks[t], now, scal, nxt, prv, heap, pos, ka, kb, kc, kd, uses)
+                _insert(policy, s * nk + t, ks[t], now, scal, nxt, prv, pos, uses, inow, iseq, ks)
     return n

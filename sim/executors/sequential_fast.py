@@ -212,12 +212,13 @@ def _replay(req: Requests, store: CacheStore, cand: Candidates) -> tuple[Records
     part_head, part_tail = np.full(num_parts, -1, i64), np.full(num_parts, -1, i64)
     part_count = np.zeros(num_parts, i64)
     ordered = policy in (replay_loop.FIFO, replay_loop.LRU)
-    size_list = num_items + 1 if ordered else 1
-    nxt = np.full(size_list, size_list - 1, i64)  # empty circular list: the sentinel points at itself
-    prv = np.full(size_list, size_list - 1, i64)
+    nxt = np.full(num_items + 1, num_items, i64)  # empty circular list: the sentinel points at itself
+    prv = np.full(num_items + 1, num_items, i64)
     size_heap = 1 if ordered else num_items
     heap, pos, ka, kc, kd, uses = (np.zeros(size_heap, i64) for _ in range(6))
     kb = np.zeros(size_heap, np.float64)
+    size_lcbfu = num_items if policy == replay_loop.LCBFU else 1
+    inow, iseq = np.zeros(size_lcbfu, np.float64), np.zeros(size_lcbfu, i64)
 
     rec = new_records(n)
     rec["arrival_s"][:] = req.arrival_s
@@ -233,7 +234,7 @@ def _replay(req: Requests, store: CacheStore, cand: Candidates) -> tuple[Records
                          cand_raw, cand_mapped, cand_k, cand.truncated, ks]
     state: list[Any] = [scal, slot_entry, slot_mask, slot_pp, slot_part, slot_bytes, pp_head, pp_tail, pp_next,
                         pp_prev, part_head, part_tail, part_next, part_prev, part_count, free, nxt, prv, heap, pos,
-                        ka, kb, kc, kd, uses]
+                        ka, kb, kc, kd, uses, inow, iseq]
     outs: list[Any] = [rec[c] for c in _OUT_COLUMNS]
     if not replay_loop.COMPILED:  # plain Python indexes lists several times faster than numpy arrays
         inputs, state, outs = ([a.tolist() for a in group] for group in (inputs, state, outs))
