@@ -307,7 +307,7 @@ def test_plain_python_loop_writes_the_same_records() -> None:
                            "small_random or fall_back or compiled_unless", str(Path(__file__).resolve())],
                           cwd=root, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-2000:]
-    assert " 23 passed" in done.stdout, done.stdout[-500:]
+    assert "23 passed" in done.stdout, done.stdout[-500:]
 
 
 def test_compiled_unless_disabled() -> None:
