@@ -314,3 +314,18 @@ def test_compiled_unless_disabled() -> None:
     import os
 
     assert replay_loop.COMPILED == (os.environ.get("NUMBA_DISABLE_JIT", "0") == "0")
+
+
+def test_refuses_unsorted_candidate_lists() -> None:
+    req = _small_requests(0)
+    good = brute_force_candidates(req, 0.6, cap=100)
+    o = good.offsets
+    i = next(r for r in range(len(req)) if o[r + 1] - o[r] >= 2 and good.similarity[o[r]] > good.similarity[o[r] + 1])
+    sims = good.similarity.copy()
+    sims[good.offsets[i]: good.offsets[i] + 2] = sims[good.offsets[i]: good.offsets[i] + 2][::-1].copy()
+    assert sims[good.offsets[i]] < sims[good.offsets[i] + 1]
+    bad = Candidates(good.offsets, good.prompt, sims, good.truncated, good.floor)
+    store = _small_store("lru", "noise", lambda: ExactCosine(4), 0, None)
+    with pytest.raises(ValueError, match=f"request {i}'s list is not sorted"):
+        FastSequential(bad).run(scenario(req, uniform_gpus(STEP, 1), mode=Nirvana(req, store)))
+    good.check(req)

@@ -49,6 +49,11 @@ class Candidates:
             raise ValueError(f"candidates: truncated must be bool[{n}]")
         if len(self.prompt) and (self.prompt.min() < 0 or self.prompt.max() >= len(requests.vectors)):
             raise ValueError("candidates: prompt id outside Requests.vectors")
+        rises = np.flatnonzero(np.diff(self.similarity) > 0) + 1  # candidate j above candidate j - 1
+        unsorted = rises[~np.isin(rises, off)]  # ... within one request's list
+        if len(unsorted):
+            i = int(np.searchsorted(off, unsorted[0], side="right") - 1)
+            raise ValueError(f"candidates: request {i}'s list is not sorted by similarity, descending")
 
 
 def exact_key_candidates(requests: Requests) -> Candidates:
