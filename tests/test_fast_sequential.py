@@ -329,3 +329,40 @@ def test_refuses_unsorted_candidate_lists() -> None:
     with pytest.raises(ValueError, match=f"request {i}'s list is not sorted"):
         FastSequential(bad).run(scenario(req, uniform_gpus(STEP, 1), mode=Nirvana(req, store)))
     good.check(req)
+
+
+def _zipf_requests(ids: np.ndarray) -> Requests:
+    n = len(ids)
+    return Requests(arrival_s=np.arange(n, dtype=float), vectors=np.ones((int(ids.max()) + 1, 1), np.float32),
+                    prompt_index=ids, partition=np.zeros(n, np.int64), noise_bytes=np.ones(n, np.int64),
+                    num_steps=np.full(n, 50, np.int64), latency_class=np.zeros(n, np.int64), step_factor=np.ones(n))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("policy", ["fifo", "lfu", "lru"])
+def test_exact_key_hits_equal_libcachesim_100k(policy: str) -> None:
+    """The fast replay against the oracle directly (prompt unit: one item per prompt, as libCacheSim's objects)."""
+    from tests.test_libcachesim import LARGE, capacities, oracle_hits
+
+    req = _zipf_requests(LARGE)
+    for cap in capacities(LARGE):
+        store = CacheStore(ks=SMALL_KS, table=KTable(), policy=POLICIES.get(policy)("prompt"),
+                           make_retriever=lambda: ExactKey(1), capacity_noises=len(SMALL_KS) * cap)
+        rec = FastSequential().run(scenario(req, uniform_gpus(STEP, 1), mode=Nirvana(req, store)))
+        assert np.array_equal(rec["k_used"] > 0, oracle_hits(policy, cap, LARGE)), (policy, cap)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("policy", "unit"), CASES)
+def test_exact_key_records_equal_reference_50k(policy: str, unit: str) -> None:
+    from tests.test_libcachesim import zipf_trace
+
+    ids = zipf_trace(50_000, 8_000, 0.9, seed=11)
+    req = _zipf_requests(ids)
+    for cap in (100, 1_000, 4_000):
+        recs = []
+        for executor in ("sequential", "sequential_fast"):
+            store = CacheStore(ks=SMALL_KS, table=KTable(), policy=POLICIES.get(policy)(unit),
+                               make_retriever=lambda: ExactKey(1), capacity_noises=len(SMALL_KS) * cap)
+            recs.append(EXECUTORS.get(executor)().run(scenario(req, uniform_gpus(STEP, 1), mode=Nirvana(req, store))))
+        assert_same_records(*recs)

@@ -1,5 +1,7 @@
-"""The sequential replay's inner loop on integer arrays: NIRVANA lookups, hole resolution, admission and
-the four eviction policies (FIFO/LRU as intrusive lists, LFU/LCBFU as an indexed binary heap).
+"""The sequential replay's inner loop over integer arrays: lookups, holes, admission, four eviction policies.
+
+FIFO/LRU are intrusive doubly linked lists over preallocated item arrays; LFU/LCBFU keep items never hit
+since admission on such a list (in key order) and the others in a binary heap with a position index.
 
 Compiled with numba when it is installed (and NUMBA_DISABLE_JIT is unset); the same code runs as plain
 Python otherwise, only slower. Semantics are sim/cache/store.py's and sim/cache/policies/'s, checked by

@@ -1,5 +1,9 @@
-"""Sequential replay at cache-simulator speed: the ``sequential`` executor's records from a loop over integer
-arrays (sim/executors/replay_loop.py), for NIRVANA with exact-key retrieval or precomputed candidate lists."""
+"""Sequential replay at cache-simulator speed: the ``sequential`` executor's records from integer arrays.
+
+The loop is sim/executors/replay_loop.py; this file checks that a scenario is one it serves (NIRVANA,
+exact-key retrieval or precomputed candidate lists, a registered policy), builds the arrays and the
+records, and runs the exact fallback a truncated candidate list needs.
+"""
 
 from __future__ import annotations
 
@@ -105,7 +109,8 @@ class FastSequential(Executor):
     list that runs out while its partition holds prompts falls back to an exact search over them
     (counted in ``stats``). A nearest prompt below the lists' floor is not recorded (similarity NaN, matched
     entry -1: a miss), whether a list or the fallback found it, so records do not depend on the cap.
-    Anything else is refused rather than replayed with other semantics.
+    Anything else is refused rather than replayed with other semantics. The scenario's store is only
+    read (its configuration), never advanced.
     """
 
     name = "sequential_fast"
@@ -143,6 +148,8 @@ def _check_store(store: CacheStore, *, with_candidates: bool) -> None:
         raise ValueError(f"run.executor sequential_fast: policy {policy.name!r} has no integer-array version")
     if store.num_entries or store.used_noises:
         raise ValueError("run.executor sequential_fast: the store must start empty")
+    if min(store.ks) < 1:  # LFU/LCBFU order never-hit items first: a hit's key must be above theirs
+        raise ValueError("run.executor sequential_fast: cached K values must be >= 1")
     if len(store.ks) > 62:
         raise ValueError("run.executor sequential_fast: at most 62 cached K values")
     retriever = store._make_retriever()  # an empty index, only to learn which retrieval the run asked for
