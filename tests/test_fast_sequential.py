@@ -247,7 +247,7 @@ def _small_requests(seed: int) -> Requests:
     n = 300
     prompts = np.minimum(rng.zipf(1.4, size=n) - 1, 9)
     return Requests(arrival_s=np.cumsum(rng.integers(0, 2, size=n)).astype(float), vectors=vectors,
-                    prompt_index=prompts.astype(np.int64), partition=rng.integers(0, 2, size=n),
+                    prompt_index=prompts.astype(np.int64), partition=rng.choice([7, -3, 10**12], size=n),
                     noise_bytes=rng.integers(1, 4, size=n), num_steps=rng.choice([5, 12, 21, 50], size=n),
                     latency_class=np.zeros(n, np.int64), step_factor=np.ones(n))
 

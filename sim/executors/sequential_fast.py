@@ -159,6 +159,14 @@ def _check_store(store: CacheStore, *, with_candidates: bool) -> None:
                          f"{'exact_cosine with candidates' if with_candidates else 'exact_key'} here")
 
 
+def _partitions(req: Requests) -> np.ndarray:
+    """Partition codes 0..P-1 (the loop indexes arrays by them); only their equality matters."""
+    part = req.partition.astype(np.int64)
+    if len(part) and (part.min() < 0 or part.max() >= len(part)):
+        part = np.unique(part, return_inverse=True)[1].astype(np.int64)
+    return part
+
+
 def _pp_codes(req: Requests, cand: Candidates) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Codes of (partition, prompt) for every request and every candidate, and each code's prompt.
 
@@ -166,7 +174,7 @@ def _pp_codes(req: Requests, cand: Candidates) -> tuple[np.ndarray, np.ndarray, 
     dense codes of the pairs that occur."""
     n = len(req)
     num_prompts = max(len(req.vectors), int(req.prompt_index.max()) + 1)
-    part = req.partition.astype(np.int64)
+    part = _partitions(req)
     req_key = part * num_prompts + req.prompt_index
     if len(cand.prompt) == n and np.array_equal(cand.offsets, np.arange(n + 1)) \
             and np.array_equal(cand.prompt, req.prompt_index):
@@ -211,7 +219,7 @@ def _replay(req: Requests, store: CacheStore, cand: Candidates) -> tuple[Records
     cand_raw = cand.similarity.astype(np.float64)
     cand_mapped = _scale_array(store, cand_raw)
     cand_k = _select_ks(store.table, cand_mapped)
-    part = req.partition.astype(np.int64)
+    part = _partitions(req)
     num_parts = int(part.max()) + 1 if n else 1
 
     i64 = np.int64
