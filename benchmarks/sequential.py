@@ -181,6 +181,25 @@ def pure_python_child(args: argparse.Namespace) -> None:
     print(json.dumps({"seconds": sec, "requests": len(ids), "hits": int(hits_of(rec).sum())}))
 
 
+def big(args: argparse.Namespace) -> None:
+    """A long replay: seconds and peak memory (records included) of one run per policy, no references."""
+    import resource
+
+    t0 = time.perf_counter()
+    ids = sequence(args.requests, args.ids)
+    print(f"{'generation_s':42s} {time.perf_counter() - t0:.1f}")
+    five = (5, 10, 15, 20, 25)
+    for policy in ("lru", "lcbfu"):
+        sc = make_scenario(ids, args.ids, 1_500_000 // len(five), policy, five)
+        t0 = time.perf_counter()
+        rec = FastSequential().run(sc)
+        sec = time.perf_counter() - t0
+        rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        print(f"{policy + '_1500000_noises_s':42s} {sec:.1f} ({len(ids) / sec:,.0f} req/s, "
+              f"{int(hits_of(rec).sum()):,} hits, peak RSS so far {rss_gib:.2f} GiB)", flush=True)
+        del rec, sc
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=1_000_000)
@@ -189,10 +208,16 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--ref-requests", type=int, default=1_000_000, help="prefix the reference executor replays")
     ap.add_argument("--pure-requests", type=int, default=200_000, help="prefix the plain-Python loop replays")
+    ap.add_argument("--big", action="store_true",
+                    help="only sequential_fast at 5 K per prompt, LRU and LCBFU at 1,500,000 noises, with peak RSS "
+                         "(e.g. --requests 14000000 --ids 1400000)")
     ap.add_argument("--child", choices=["pure"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child == "pure":
         pure_python_child(args)
+        return
+    if args.big:
+        big(args)
         return
     n = args.requests
     ids = sequence(n, args.ids)

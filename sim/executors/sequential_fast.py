@@ -161,9 +161,9 @@ def _check_store(store: CacheStore, *, with_candidates: bool) -> None:
 
 def _partitions(req: Requests) -> np.ndarray:
     """Partition codes 0..P-1 (the loop indexes arrays by them); only their equality matters."""
-    part = req.partition.astype(np.int64)
+    part = req.partition.astype(np.int64, copy=False)
     if len(part) and (part.min() < 0 or part.max() >= len(part)):
-        part = np.unique(part, return_inverse=True)[1].astype(np.int64)
+        part = np.unique(part, return_inverse=True)[1].astype(np.int64, copy=False)
     return part
 
 
@@ -196,7 +196,7 @@ def _pp_codes(req: Requests, cand: Candidates) -> tuple[np.ndarray, np.ndarray, 
         i = int(np.searchsorted(cand.offsets, bad[0], side="right") - 1)
         raise ValueError(f"candidates: request {i} lists prompt {int(cand.prompt[bad[0]])}, never requested in its "
                          "partition")
-    return req_pp.astype(np.int64), cand_pp.astype(np.int64), pp_prompt
+    return req_pp.astype(np.int64, copy=False), cand_pp.astype(np.int64, copy=False), pp_prompt
 
 
 #: the record columns the loop writes, in its argument order
@@ -244,8 +244,8 @@ def _replay(req: Requests, store: CacheStore, cand: Candidates) -> tuple[Records
     rec["arrival_s"][:] = req.arrival_s
     rec["num_steps"][:] = req.num_steps
     arrival = np.ascontiguousarray(req.arrival_s, dtype=np.float64)
-    num_steps = req.num_steps.astype(i64)
-    noise_bytes = req.noise_bytes.astype(i64)
+    num_steps = req.num_steps.astype(i64, copy=False)
+    noise_bytes = req.noise_bytes.astype(i64, copy=False)
     vectors = req.vectors
     scratch = np.zeros(num_slots, i64)
     num_fallbacks = 0
