@@ -366,3 +366,13 @@ def test_exact_key_records_equal_reference_50k(policy: str, unit: str) -> None:
                                make_retriever=lambda: ExactKey(1), capacity_noises=len(SMALL_KS) * cap)
             recs.append(EXECUTORS.get(executor)().run(scenario(req, uniform_gpus(STEP, 1), mode=Nirvana(req, store))))
         assert_same_records(*recs)
+
+
+def test_no_requests_no_records() -> None:
+    req = _zipf_requests(np.zeros(1, np.int64))
+    empty = Requests(*(np.asarray(getattr(req, f))[:0] if f != "vectors" else req.vectors
+                       for f in Requests.__dataclass_fields__))
+    store = CacheStore(ks=SMALL_KS, table=KTable(), policy=POLICIES.get("lru")("noise"),
+                       make_retriever=lambda: ExactKey(1), capacity_noises=10)
+    rec = FastSequential().run(scenario(empty, uniform_gpus(STEP, 1), mode=Nirvana(empty, store)))
+    assert all(len(v) == 0 for v in rec.values())

@@ -206,6 +206,8 @@ _OUT_COLUMNS = ("outcome", "k_selected", "k_used", "hole", "matched_entry", "sim
 
 def _replay(req: Requests, store: CacheStore, cand: Candidates) -> tuple[Records, int]:
     n = len(req)
+    if n == 0:
+        return new_records(0), 0
     ks = np.asarray(store.ks, dtype=np.int64)
     nk = len(ks)
     by_prompt = store.policy.unit == "prompt"
@@ -250,8 +252,10 @@ def _replay(req: Requests, store: CacheStore, cand: Candidates) -> tuple[Records
     scratch = np.zeros(num_slots, i64)
     num_fallbacks = 0
     forced = (-1, -1, 0.0, 0.0, 0)
-    inputs: list[Any] = [arrival, num_steps, part, req_pp, noise_bytes, cand.offsets, cand_pp, cand.similarity,
-                         cand_raw, cand_mapped, cand_k, cand.truncated, ks]
+    # one dtype per argument, so numba compiles the loop once
+    offsets, truncated = cand.offsets.astype(i64, copy=False), cand.truncated.astype(bool, copy=False)
+    inputs: list[Any] = [arrival, num_steps, part, req_pp, noise_bytes, offsets, cand_pp, cand.similarity,
+                         cand_raw, cand_mapped, cand_k, truncated, ks]
     state: list[Any] = [scal, slot_entry, slot_mask, slot_pp, slot_part, slot_bytes, pp_head, pp_tail, pp_next,
                         pp_prev, part_head, part_tail, part_next, part_prev, part_count, free, nxt, prv, heap, pos,
                         ka, kb, kc, kd, uses, inow, iseq]
