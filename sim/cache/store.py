@@ -215,6 +215,16 @@ class CacheStore:
         return removed
 
     # -- introspection ---------------------------------------------------------------------------
+    @property
+    def similarity_scale(self) -> Callable[[float], float] | None:
+        """The map from the retriever's cosine to the K table's scale (None: raw cosine)."""
+        return self._scale
+
+    @property
+    def retriever_factory(self) -> Callable[[], Retriever]:
+        """What makes this store's per-partition indexes (replays read which retrieval it is)."""
+        return self._make_retriever
+
     def retrieval_counts(self) -> dict[str, int]:
         """How the retriever answered (the candidate fast path counts its exact fallbacks); {} if it keeps none."""
         counts = getattr(self._make_retriever, "counts", None)

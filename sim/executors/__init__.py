@@ -11,6 +11,6 @@ from sim.registry import Registry
 
 EXECUTORS: Registry[type[Executor]] = Registry("executor")
 
-from sim.executors import engine, sequential  # noqa: E402,F401
+from sim.executors import engine, sequential, sequential_fast  # noqa: E402,F401
 
 __all__ = ["EXECUTORS", "Executor"]

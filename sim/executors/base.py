@@ -16,6 +16,11 @@ class Executor(ABC):
     timed: ClassVar[bool]
     #: when what a miss produced becomes usable, as summaries name it
     admission: ClassVar[str]
+    #: counters for the summary, filled by run() (e.g. a replay's exact-search fallbacks)
+    stats: dict[str, int]
+
+    def __init__(self) -> None:
+        self.stats = {}
 
     @abstractmethod
     def run(self, scenario: Scenario) -> Records:

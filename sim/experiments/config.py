@@ -296,7 +296,8 @@ class ServingConfig:
 @dataclass(frozen=True)
 class ExecutionConfig:
     #: engine: SimPy, timed (a miss admitted when generated and written) | sequential: no clock, a miss
-    #: admitted before the next lookup (cache figures only; latency columns null)
+    #: admitted before the next lookup (cache figures only; latency columns null) | sequential_fast: the
+    #: same records from a compiled loop (nirvana with exact_key retrieval)
     executor: str = "engine"
 
     def problems(self) -> Problems:
@@ -361,11 +362,24 @@ class RunConfig:
             elif self.serving.mode != "nirvana":
                 out.append(("cache.policy", f"{self.cache.policy} (an offline reference) runs only with "
                                             f"serving.mode: nirvana, got {self.serving.mode}"))
-        if self.run.executor == "sequential" and (self.hardware.batch_window_s > 0 or self.hardware.step_jitter_cv > 0):
+        untimed = self.run.executor in ("sequential", "sequential_fast")
+        if untimed and (self.hardware.batch_window_s > 0 or self.hardware.step_jitter_cv > 0):
             key = "batch_window_s" if self.hardware.batch_window_s > 0 else "step_jitter_cv"
-            out.append((f"hardware.{key}", "0 with run.executor sequential (it keeps no clock: no latencies to shape)"))
+            out.append((f"hardware.{key}", f"0 with run.executor {self.run.executor} (it keeps no clock: no "
+                                           "latencies to shape)"))
+        if self.run.executor == "sequential_fast":
+            c = self.cache
+            fast_ok = (self.serving.mode == "nirvana" and c.retrieval in ("exact_key", "candidates")
+                       and c.policy in FAST_POLICIES and c.admission == "always")
+            if not fast_ok:
+                out.append(("run.executor", "serving.mode nirvana, cache.retrieval exact_key or candidates, "
+                                            f"cache.policy one of {', '.join(FAST_POLICIES)} and cache.admission "
+                                            "always for sequential_fast (sequential replays anything else)"))
         return out
 
+
+#: the policies the sequential_fast replay has integer-array versions of (sim/executors/replay_loop.py)
+FAST_POLICIES = ("fifo", "lru", "lfu", "lcbfu")
 
 #: a sweep of more points than this needs an explicit yes (`python -m sim run --yes`)
 MAX_POINTS = 10_000

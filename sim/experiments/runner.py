@@ -40,7 +40,7 @@ def simulate(cfg: RunConfig, trace: Trace | None = None) -> tuple[Trace, Records
     scale = Path(smap.source).name if smap is not None else "none (raw cosine)"
     header = {"name": cfg.name, "mode": mode.name, "executor": executor.name, "admission": executor.admission,
               "embedder": trace.embedder, "similarity_map": scale, "quality_profile": quality.source}
-    return trace, records, {**header, **summary, **mode.stats()}
+    return trace, records, {**header, **summary, **mode.stats(), **executor.stats}
 
 
 def run_point(cfg: RunConfig, trace: Trace | None = None) -> RunResult:

@@ -48,9 +48,9 @@ class Candidates:
     sims: np.ndarray  # float32: canonical cosine with the request's prompt, descending per request
     truncated: np.ndarray  # bool [n]: more than M qualified (or may have)
     floor: float  # raw cosine floor the lists were built for (they serve any floor >= this)
-    max_candidates: int
-    method: str
-    key: str  # content hash of the inputs (folder name)
+    max_candidates: int = 0  # the cap M (0: lists given by hand, not built here)
+    method: str = "given"
+    key: str = ""  # content hash of the inputs (folder name)
 
     def __len__(self) -> int:
         return len(self.truncated)

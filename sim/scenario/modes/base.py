@@ -73,7 +73,10 @@ class ServingMode(ABC):
         if store is None:
             return {}
         out = {"hits_declined": store.num_declined, "admissions_refused": store.num_refused}
-        return out | {f"retrieval_{name}": n for name, n in store.retrieval_counts().items()}
+        counts = store.retrieval_counts()
+        if not any(counts.values()):  # the store's retriever was never asked (a replay that reads its config only)
+            return out
+        return out | {f"retrieval_{name}": n for name, n in counts.items()}
 
 
 def uncached(latency_class: int, num_steps: int) -> Decision:
