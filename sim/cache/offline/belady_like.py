@@ -7,6 +7,7 @@ import numpy as np
 from sim.cache.offline import OFFLINE
 from sim.cache.offline.base import OfflineReference
 from sim.cache.policies.base import NO_REQUEST, WHOLE_PROMPT, Item, RequestContext, Unit
+from sim.errors import ConfigError
 
 #: future requests x cached prompts one victim computation may touch (brute force on small traces)
 MAX_FUTURE = 50_000
@@ -36,7 +37,8 @@ class BeladyLike(OfflineReference):
         self._memo: tuple[tuple[int, int], tuple[list[int], np.ndarray, np.ndarray, np.ndarray]] | None = None
         self._version = 0  # bumps when the set of cached entries (not their K) changes
         if self.future is not None and len(self.future) > MAX_FUTURE:
-            raise ValueError(f"belady_like is brute force: at most {MAX_FUTURE} requests, got {len(self.future)}")
+            raise ConfigError(f"cache.policy: belady_like is brute force: at most {MAX_FUTURE:,} requests "
+                              f"(trace.limit), got {len(self.future):,}")
 
     def on_access(self, ctx: RequestContext) -> None:
         self._now = ctx.request

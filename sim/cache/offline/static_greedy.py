@@ -10,6 +10,7 @@ from sim.cache.offline import OFFLINE
 from sim.cache.offline.base import OfflineReference, Preload
 from sim.cache.policies.base import NO_REQUEST, Item, RequestContext, Unit
 from sim.cache.policies.fifo import FIFO
+from sim.errors import ConfigError
 
 #: request x candidate cells the brute-force gain matrix may hold (int8: 1 byte each)
 MAX_CELLS = 200_000_000
@@ -38,7 +39,8 @@ class StaticGreedy(OfflineReference, FIFO):
         n = len(fut)
         pairs = np.unique(np.stack([fut.partition, fut.prompt_index], axis=1), axis=0)
         if n * len(pairs) > MAX_CELLS:
-            raise ValueError(f"static_greedy is brute force: {n} requests x {len(pairs)} prompts is too many")
+            raise ConfigError(f"cache.policy: static_greedy is brute force: {n:,} requests x {len(pairs):,} "
+                              f"prompts is over {MAX_CELLS:,} (set trace.limit)")
         pairs_of = zip(fut.partition.tolist(), fut.prompt_index.tolist(), strict=True)
         first = {pk: i for i, pk in reversed(list(enumerate(pairs_of)))}
         cand_part, cand_key = pairs[:, 0], pairs[:, 1]
