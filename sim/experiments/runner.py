@@ -50,7 +50,8 @@ def run_point(cfg: RunConfig, trace: Trace | None = None) -> RunResult:
     return RunResult(summary, records, trace.request_id.tolist(), trace.user.tolist(), time.perf_counter() - t0)
 
 
-#: traces loaded by this process, by (path, limit): validation loads them once, forked workers inherit them
+#: the trace this process loaded last, by (path, limit): the driver validates with it, and each pool
+#: worker keeps its own across the sweep points it runs (one load per worker, not per point)
 _TRACES: dict[tuple[str, int | None], Trace] = {}
 
 
