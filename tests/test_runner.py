@@ -36,6 +36,7 @@ def _experiment(tmp_path: Path, sweep: dict | None = None, **top: object) -> str
         ("serving.mode=small_model", None),
         ("sweep.cache.similarity_map=[none,missing-map.yaml]", "missing-map.yaml"),
         ("sweep.model.width=[1024,512]", "no entry for model sdxl on GPU a10g at 512x1024"),
+        ("sweep.metrics.warmup_requests=[0,200]", "covers all 200 requests"),
     ],
 )
 def test_a_bad_sweep_point_leaves_nothing_behind(cli: Cli, tmp_path: Path, override: str, names: str | None) -> None:

@@ -85,8 +85,12 @@ def validate_runs(runs: list[tuple[str, RunConfig]]) -> dict[str, dict[str, str]
     for name, cfg in runs:
         trace = _trace(cfg)
         try:
-            build_scenario(cfg, trace)
+            scenario, _ = build_scenario(cfg, trace)
             run_cost(cfg, None)
+            m = cfg.metrics
+            if warmup_mask(scenario.requests.arrival_s, m.warmup_requests, m.warmup_s).all():
+                raise ConfigError(f"metrics.warmup_requests / warmup_s: the warm-up ({m.warmup_requests} requests, "
+                                  f"{m.warmup_s:g} s) covers all {len(trace):,} requests; nothing would be summarised")
         except ConfigError as exc:
             raise ConfigError(f"run {name}: {exc}") from None
         out[name] = hashes.of(input_files(cfg, _map_file(cfg, trace)))
