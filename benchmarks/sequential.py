@@ -163,15 +163,9 @@ def libcachesim_bulk(path: Path, capacity: int) -> int:
 
 
 def machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    from sim.profiling.host import hardware_description
+
+    return f"{hardware_description()}, Python {platform.python_version()}"
 
 
 def pure_python_child(args: argparse.Namespace) -> None:
