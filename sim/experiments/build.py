@@ -125,10 +125,17 @@ def usable_ks(cfg: RunConfig) -> tuple[int, ...]:
     return tuple(k for k in cfg.cache.ks if k <= top)
 
 
+def searches(cfg: RunConfig) -> bool:
+    """Whether the run's mode looks requests up by similarity (and so applies a similarity map)."""
+    mode = cfg.serving.mode
+    return mode != "vanilla" and not (mode == "small_model" and cfg.serving.small_model.serve == "all")
+
+
 def similarity_map(cfg: RunConfig, embedder: str) -> SimilarityMap | None:
-    """The map the run applies: by the trace's embedder tag (auto), none, or a file that must match it."""
+    """The map the run applies: by the trace's embedder tag (auto), none, or a file that must match it;
+    None for a mode that does not search."""
     choice = cfg.cache.similarity_map
-    if choice == "none":
+    if choice == "none" or not searches(cfg):
         return None
     if choice == "auto":
         return find_map(embedder)
@@ -214,10 +221,10 @@ def image_bytes(cfg: RunConfig, trace: Trace) -> np.ndarray:
     return (width * height * 3).astype(np.int64)
 
 
-def build_mode(cfg: RunConfig, trace: Trace, requests: Requests, classes: dict[LatencyClass, int]) -> ServingMode:
+def build_mode(cfg: RunConfig, trace: Trace, requests: Requests, classes: dict[LatencyClass, int],
+               smap: SimilarityMap | None) -> ServingMode:
     name = cfg.serving.mode
     mode_cls = MODES.get(name)
-    smap = similarity_map(cfg, trace.embedder) if name != "vanilla" else None
     dim = trace.vectors.shape[1]
     if name == "vanilla":
         return mode_cls(requests)  # type: ignore[call-arg]
@@ -247,7 +254,8 @@ def build_quality(cfg: RunConfig) -> QualityModel:
 def build_scenario(cfg: RunConfig, trace: Trace) -> tuple[Scenario, QualityModel]:
     """The Scenario of one run and the quality model its records are scored with after execution."""
     requests, classes = build_requests(cfg, trace)
-    mode = build_mode(cfg, trace, requests, classes)
+    smap = similarity_map(cfg, trace.embedder)
+    mode = build_mode(cfg, trace, requests, classes, smap)
     hw = cfg.hardware
     scenario = Scenario(
         requests=requests,
@@ -258,5 +266,6 @@ def build_scenario(cfg: RunConfig, trace: Trace) -> tuple[Scenario, QualityModel
         tier=load_storage_tier(cfg.storage.profile, cfg.storage.latent_tier),
         write_delay=cfg.cache.write_delay,
         batch_window_s=hw.batch_window_s,
+        similarity_map=smap.source if smap is not None else None,
     )
     return scenario, build_quality(cfg)

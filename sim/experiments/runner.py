@@ -36,8 +36,7 @@ def simulate(cfg: RunConfig, trace: Trace | None = None) -> tuple[Trace, Records
     mode = scenario.mode
     summary = summarize(records, ks=cfg.cache.ks, gpu_kinds=scenario.gpu_kinds,
                         cost=run_cost(cfg, mode.capacity_bytes()), timed=executor.timed)
-    smap = similarity_map(cfg, trace.embedder) if mode.searches else None
-    scale = Path(smap.source).name if smap is not None else "none (raw cosine)"
+    scale = Path(scenario.similarity_map).name if scenario.similarity_map else "none (raw cosine)"
     header = {"name": cfg.name, "mode": mode.name, "executor": executor.name, "admission": executor.admission,
               "embedder": trace.embedder, "similarity_map": scale, "quality_profile": quality.source}
     return trace, records, {**header, **summary, **mode.stats(), **executor.stats}
@@ -71,8 +70,6 @@ def write_run(cfg: RunConfig, folder: Path, trace: Trace | None = None) -> dict[
 
 
 def _map_file(cfg: RunConfig, trace: Trace) -> str | None:
-    if cfg.serving.mode == "vanilla" or (cfg.serving.mode == "small_model" and cfg.serving.small_model.serve == "all"):
-        return None
     smap = similarity_map(cfg, trace.embedder)
     return smap.source if smap is not None else None
 

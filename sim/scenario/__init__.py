@@ -31,6 +31,8 @@ class Scenario:
     tier: StorageTier
     write_delay: bool = True
     batch_window_s: float = 0.0
+    #: the similarity map file the mode's lookups apply (None: raw cosine, or a mode that does not search)
+    similarity_map: str | None = None
     service: ServiceModel = field(init=False)
 
     def __post_init__(self) -> None:
