@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 
 from sim.errors import InputError
 from sim.fileio import check_output_file, os_reason, write_text_atomic, writing
-from sim.workload.trace import TRACE_SCHEMA, embeddings_path
+from sim.workload.trace import TRACE_SCHEMA, embeddings_path, parquet_errors
 
 EXPECTED = {  # column -> the type DiffusionDB documents (used in error messages)
     "image_name": "string", "prompt": "string", "part_id": "uint16", "seed": "uint32", "step": "uint16",
@@ -78,21 +78,11 @@ def open_metadata(path: Path) -> pq.ParquetFile:
     """Open a DiffusionDB metadata table; a missing column or a wrong type is an InputError naming it."""
     if not str(path).strip() or str(path) == ".":
         raise InputError("metadata: empty path (name DiffusionDB's metadata parquet file)")
-    try:
+    with parquet_errors(path, "DiffusionDB metadata"):
         if path.is_dir():
             raise InputError(f"{path}: is a directory, expected DiffusionDB's metadata parquet file")
         # No pre-buffering: a 14M-row table may be one row group, and buffering it whole costs GBs.
         pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 23)
-    except FileNotFoundError:
-        raise InputError(f"{path}: DiffusionDB metadata file not found") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, expected DiffusionDB's metadata parquet file") from None
-    except OSError as exc:
-        if exc.errno is not None:
-            raise InputError(f"{path}: cannot read ({os_reason(exc)})") from None
-        raise InputError(f"{path}: not a readable parquet file ({' '.join(str(exc).split())[:160]})") from None
-    except pa.ArrowException as exc:
-        raise InputError(f"{path}: not a readable parquet file ({' '.join(str(exc).split())[:160]})") from None
     schema = pf.schema_arrow
     for name, expected in EXPECTED.items():
         if name not in schema.names:

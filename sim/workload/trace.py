@@ -10,6 +10,8 @@ with the embedder's name and dimension in the schema metadata.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,7 +91,7 @@ def read_parquet(file: Path, what: str, shown: str | Path | None = None, columns
     name = shown if shown is not None else file
     if str(file) in ("", "."):
         raise InputError(f"{what}: empty path")
-    try:
+    with parquet_errors(file, what, shown):
         if file.is_dir():
             raise InputError(f"{name}: is a directory, expected a {what} parquet file")
         names = pq.read_schema(file).names
@@ -100,15 +102,26 @@ def read_parquet(file: Path, what: str, shown: str | Path | None = None, columns
         if missing:
             raise InputError(f"{file}: missing column '{missing[0]}' (has {names})")
         table = pq.read_table(file, columns=columns)
+    return table
+
+
+@contextmanager
+def parquet_errors(file: Path, what: str, shown: str | Path | None = None) -> Iterator[None]:
+    """Opening or reading a parquet file: not found, unreadable, or not parquet at all become one
+    InputError naming the file (``shown``: how the user wrote it)."""
+    name = shown if shown is not None else file
+    try:
+        yield
     except FileNotFoundError:
         raise InputError(f"{name}: {what} file not found") from None
+    except IsADirectoryError:
+        raise InputError(f"{name}: is a directory, expected a {what} parquet file") from None
     except OSError as exc:
         if exc.errno is not None:
             raise InputError(f"{name}: cannot read the {what} ({os_reason(exc)})") from None
         raise InputError(f"{file}: not a readable parquet file ({_short(exc)})") from None
     except pa.ArrowException as exc:
         raise InputError(f"{file}: not a readable parquet file ({_short(exc)})") from None
-    return table
 
 
 def _exists(file: Path) -> bool:
