@@ -15,7 +15,8 @@ from sim.errors import ConfigError, SimError
 # Modules that each add subcommands with `add_cli(subparsers)`; they import heavy libraries
 # (torch, diffusers) inside their command functions only, so `--help` stays fast.
 TRACE_COMMANDS = ("sim.workload.tiny", "sim.workload.pool", "sim.workload.embed", "sim.workload.simmap",
-                  "sim.workload.diffusiondb", "sim.workload.stats", "sim.workload.synth")
+                  "sim.workload.diffusiondb", "sim.workload.stats", "sim.workload.synth",
+                  "sim.workload.calibrate")
 PROFILE_COMMANDS = ("sim.profiling.host", "sim.profiling.latency", "sim.profiling.quality")
 EMBED_COMMANDS = ("sim.workload.simeval",)
 

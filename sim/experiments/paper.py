@@ -144,11 +144,12 @@ def load_table(out: Path, pub: dict[str, Any], slo_s: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_paper(name: str, *, trace: str | None, out: Path | None, jobs: int, overwrite: bool, slo_s: float) -> Path:
+def run_paper(name: str, *, trace: str | None, out: Path | None, jobs: int, overwrite: bool, slo_s: float,
+              overrides: list[tuple[str, Any]] = ()) -> Path:  # type: ignore[assignment]
     from sim.experiments.config import load_experiment
     from sim.experiments.runner import run_experiment
 
-    overrides: list[tuple[str, Any]] = [("trace.path", trace)] if trace else []
+    overrides = ([("trace.path", trace)] if trace else []) + list(overrides)
     exp = load_experiment(resolve(f"{PAPER_DIR}/{name}.yaml"), overrides)
     out = out or Path("results") / exp.base.name
     run_experiment(exp, out, overwrite=overwrite, jobs=jobs, progress=True)
@@ -169,6 +170,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     cmd.add_argument("--jobs", type=int, default=1)
     cmd.add_argument("--overwrite", action="store_true")
     cmd.add_argument("--p99", type=float, default=60.0, help="SLO of experiment (d), seconds (default 60)")
+    cmd.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config value of the experiment (as for `run`), e.g. cache.candidates.method=ivf")
     cmd.set_defaults(func=_cmd)
 
 
@@ -177,7 +180,10 @@ def _cmd(args: argparse.Namespace) -> int:
         raise ConfigError("--out: give one experiment name with --out (all writes results/paper-NAME each)")
     if not args.p99 > 0:
         raise ConfigError(f"--p99: expected seconds > 0, got {args.p99}")
+    from sim.experiments.config import parse_overrides
+
+    overrides = parse_overrides(args.set)
     for name in NAMES if args.name == "all" else (args.name,):
         run_paper(name, trace=args.trace, out=Path(args.out) if args.out else None, jobs=args.jobs,
-                  overwrite=args.overwrite, slo_s=args.p99)
+                  overwrite=args.overwrite, slo_s=args.p99, overrides=overrides)
     return 0

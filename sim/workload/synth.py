@@ -105,10 +105,14 @@ def generate(cfg: SynthConfig, num_requests: int, seed: int, mode: Mode = "text"
                            cfg.users.num_users)
     if mode != "vectors":
         raise ConfigError(f"mode: expected 'text' or 'vectors', got {mode!r}")
+    if cfg.reuse.model == "copy" and cfg.vectors.model != "tree":
+        raise ConfigError("vectors.model: reuse.model 'copy' in vectors mode needs vectors.model 'tree' (its topics "
+                          "are born during the trace, they have no fixed cluster centres)")
     sk = build_skeleton(cfg, num_requests, cfg.vectors.num_clusters, rngs)
     variant, root = resolve_variants(sk)
     label = sk.cluster[root]
-    ids, vectors, slot = _realise_vectors(sk, variant, label, cfg.vectors, rngs["vectors"])
+    realise = _realise_tree if cfg.vectors.model == "tree" else _realise_vectors
+    ids, vectors, slot = realise(sk, variant, label, cfg.vectors, rngs["vectors"])
     applied = np.where(sk.kind == REFINE, sk.edits, 0)
     return SynthResult(sk, mode, ids.take(pa.array(slot[variant])), label, applied, None,
                        cfg.users.num_users, ids.to_pylist(), vectors)
@@ -147,16 +151,61 @@ def _realise_vectors(sk: Skeleton, variant: np.ndarray, label: np.ndarray, vc: V
             else:
                 step_e = vc.refine_noise * np.sqrt(sk.edits[new[r]])[:, None]
                 vectors[r] = _normalised(vectors[parent_row[r]] + step_e * g)
-    # Ids "v:<cluster>:<n-th variant of that cluster>", numbered in order of appearance.
+    return _vector_ids(new, label), vectors, slot
+
+
+def _rotated(parent: np.ndarray, s: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """s p + sqrt(1 - s^2) u with u the unit part of g orthogonal to p: cosine s to the unit vector p."""
+    u = g - np.einsum("ij,ij->i", g, parent)[:, None] * parent
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    return _normalised(s[:, None] * parent + np.sqrt(1.0 - s * s)[:, None] * u)
+
+
+def _realise_tree(sk: Skeleton, variant: np.ndarray, label: np.ndarray, vc: VectorConfig,
+                  rng: np.random.Generator) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """vectors.model tree: (ids, unit vectors, request -> row) for the START and REFINE requests.
+
+    A new topic's START is a random direction; a START of a reused topic is its anchor's prompt rotated
+    to cosine start_high - (start_high - start_low) U^start_power; a REFINE with e edits is its parent
+    rotated to refine_retention^e + refine_spread (2U - 1). Rows are filled level by level of the forest."""
+    new = np.flatnonzero((sk.kind == START) | (sk.kind == REFINE))
+    slot = np.full(len(sk), -1, dtype=np.int64)
+    slot[new] = np.arange(len(new))
+    is_start = sk.kind[new] == START
+    anchored = is_start & (sk.anchor[new] >= 0)
+    parent = np.where(is_start, new, variant[np.maximum(sk.source[new], 0)])
+    parent[anchored] = variant[sk.anchor[new[anchored]]]
+    parent_row = slot[parent]
+    u = rng.random(len(new))
+    s = np.minimum(vc.refine_retention ** sk.edits[new] + vc.refine_spread * (2 * u - 1), 0.999)
+    s[anchored] = vc.start_high - (vc.start_high - vc.start_low) * u[anchored] ** vc.start_power
+    level = depth_levels(parent_row)
+    vectors = np.empty((len(new), vc.dim), dtype=np.float32)
+    by_level = np.argsort(level, kind="stable")
+    bounds = np.searchsorted(level[by_level], np.arange(int(level.max()) + 2))
+    for d in range(len(bounds) - 1):
+        rows = by_level[bounds[d] : bounds[d + 1]]
+        for lo in range(0, len(rows), 1 << 18):  # bounded temporaries at 14M requests
+            r = rows[lo : lo + (1 << 18)]
+            g = rng.standard_normal((len(r), vc.dim))
+            if d == 0:
+                vectors[r] = _normalised(g)
+            else:
+                p = vectors[parent_row[r]].astype(np.float64)
+                vectors[r] = _rotated(p, s[r], g)
+    return _vector_ids(new, label), vectors, slot
+
+
+def _vector_ids(new: np.ndarray, label: np.ndarray) -> pa.Array:
+    """Ids "v:<cluster>:<n-th variant of that cluster>", numbered in order of appearance."""
     lab = label[new]
     order = np.lexsort((new, lab))
     sorted_lab = lab[order]
     group_start = np.searchsorted(sorted_lab, sorted_lab, side="left")
     nth = np.empty(len(new), dtype=np.int64)
     nth[order] = np.arange(len(new)) - group_start
-    ids = pc.binary_join_element_wise("v", pc.cast(pa.array(lab), pa.string()),
-                                      pc.cast(pa.array(nth), pa.string()), ":")
-    return ids, vectors, slot
+    return pc.binary_join_element_wise("v", pc.cast(pa.array(lab), pa.string()),
+                                       pc.cast(pa.array(nth), pa.string()), ":")
 
 
 def _padded(prefix: str, values: np.ndarray, width: int) -> pa.Array:

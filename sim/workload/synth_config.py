@@ -132,6 +132,50 @@ class PopularityConfig:
 
 
 @dataclass(frozen=True)
+class ReuseConfig:
+    """Which topic a new topic segment (a session start or a topic switch) takes, and so how far back reuse reaches.
+
+    ``ranking`` (the default): topics are a fixed set of clusters drawn by the day's drifting Zipf
+    ranking (PopularityConfig). A finite set is used up: the share of first appearances falls over
+    the trace, so long traces are not stationary.
+
+    ``copy`` (stationary): a segment opens a brand-new topic with probability ``new_topic``; otherwise
+    it takes the topic of the request ``D`` requests earlier, D = ceil(gap_scale_requests x (U^(-1/gap_alpha)
+    - 1)), U uniform — a Pareto (Lomax) gap in requests, so a topic is reused in proportion to its
+    recent requests (rich get richer, popularity drifts as activity moves on) and the reach of reuse
+    is scale-free (gap_alpha < 1: infinite mean). A gap reaching before the first request takes a
+    uniformly chosen earlier request instead, so the share of reuse is the same all through the trace.
+    The copied request is the segment's *anchor*: its prompt is what the new prompt varies
+    (text: ``starts.personalise_edits`` word edits; vectors: a rotation, VectorConfig). Cross-user
+    repeats (REPEAT_CROSS) copy the anchor's prompt exactly, drawn with the same gap. All three numbers
+    are assumptions, fitted to NIRVANA's LCBFU capacity row (``python -m sim trace calibrate``).
+    """
+
+    model: str = "ranking"
+    new_topic: float = 0.3
+    gap_scale_requests: float = 1_000.0
+    gap_alpha: float = 0.5
+    #: copy: an evergreen head — with probability head_share a segment that reuses (a START that does not
+    #: open a new topic, or a cross-user repeat) picks one of head_topics evergreen topics by Zipf(head_zipf)
+    #: instead of a gap: a START varies the topic's first prompt, a repeat copies it (assumption: prompts
+    #: that stay popular all month, such as shared templates; 0 = no head)
+    head_share: float = 0.0
+    head_topics: int = 1_000
+    head_zipf: float = 1.0
+
+    def problems(self) -> Problems:
+        out: Problems = []
+        if self.model not in ("ranking", "copy"):
+            out.append(("model", f"'ranking' or 'copy', got {self.model!r}"))
+        if not 1 <= self.head_topics <= MAX_USERS:
+            out.append(("head_topics", f"an integer in 1..{MAX_USERS}, got {self.head_topics}"))
+        if not self.head_zipf >= 0:
+            out.append(("head_zipf", f"a number >= 0, got {self.head_zipf}"))
+        return out + _probability(self, ("new_topic", "head_share")) + _positive(self, ("gap_scale_requests",
+                                                                                         "gap_alpha"))
+
+
+@dataclass(frozen=True)
 class RepeatConfig:
     #: share of requests whose prompt exactly repeats an earlier one (DiffusionDB 2M: 2M rows,
     #: 1.5M unique prompts, so ~25% repeat an earlier prompt)
@@ -218,9 +262,33 @@ class VectorConfig:
     concentration: float = 3.0
     #: a refinement with e edits adds sqrt(e) * refine_noise * g to the previous vector
     refine_noise: float = 0.3
+    #: ``clusters`` (members scattered around fixed cluster centres; the fields above) or ``tree``
+    #: (needs reuse.model copy): every new prompt is its parent rotated to an exact cosine s —
+    #: v = s p + sqrt(1 - s^2) u, u a random unit vector orthogonal to p — so similarities are on the
+    #: scale the K table reads (CLIP's: no similarity map applies to vectors), and prompts of different
+    #: topics are random directions (cosine ~ N(0, 1/dim): far below 0.65 at dim >= 128)
+    model: str = "clusters"
+    #: tree, REFINE with e edits: s = refine_retention^e + refine_spread x (2U - 1), at most 0.999
+    #: (assumption: each word edit keeps about this much of the CLIP text cosine)
+    refine_retention: float = 0.93
+    refine_spread: float = 0.03
+    #: tree, a START that reuses a topic: s = start_high - (start_high - start_low) x U^start_power to
+    #: the anchor's prompt (assumption; below 0.65 the new prompt misses its anchor)
+    start_low: float = 0.5
+    start_high: float = 0.97
+    start_power: float = 1.0
 
     def problems(self) -> Problems:
         out: Problems = []
+        if self.model not in ("clusters", "tree"):
+            out.append(("model", f"'clusters' or 'tree', got {self.model!r}"))
+        for key in ("refine_retention", "start_high"):
+            if not 0 < getattr(self, key) < 1:
+                out.append((key, f"a number in (0, 1), got {getattr(self, key)}"))
+        if not -1 <= self.start_low <= self.start_high:
+            out.append(("start_low", f"a number in [-1, start_high], got {self.start_low}"))
+        if not 0 <= self.refine_spread < 1:
+            out.append(("refine_spread", f"a number in [0, 1), got {self.refine_spread}"))
         for key in ("dim", "num_clusters"):
             if getattr(self, key) < 1:
                 out.append((key, f"an integer >= 1, got {getattr(self, key)}"))
@@ -228,7 +296,7 @@ class VectorConfig:
             out.append(("dim", f"an integer in 1..{MAX_VECTOR_DIM}, got {self.dim}"))
         elif self.num_clusters * self.dim > MAX_VECTOR_FLOATS:
             out.append(("num_clusters", f"num_clusters x dim <= 2**28 (1 GiB of centres), got {self.num_clusters}"))
-        return out + _positive(self, ("concentration", "refine_noise"))
+        return out + _positive(self, ("concentration", "refine_noise", "start_power"))
 
 
 @dataclass(frozen=True)
@@ -243,12 +311,16 @@ class SynthConfig:
     sessions: SessionConfig = field(default_factory=SessionConfig)
     users: UserConfig = field(default_factory=UserConfig)
     popularity: PopularityConfig = field(default_factory=PopularityConfig)
+    reuse: ReuseConfig = field(default_factory=ReuseConfig)
     repeats: RepeatConfig = field(default_factory=RepeatConfig)
     edits: EditConfig = field(default_factory=EditConfig)
     starts: StartConfig = field(default_factory=StartConfig)
     vectors: VectorConfig = field(default_factory=VectorConfig)
 
     def problems(self) -> Problems:
+        if self.vectors.model == "tree" and self.reuse.model != "copy":
+            return [("vectors.model", "'tree' needs reuse.model 'copy' (its prompts vary their anchors), got "
+                                      f"reuse.model {self.reuse.model!r}")]
         # Cross-user repeats happen only at session starts: the share they need must fit there.
         need = self.repeats.share * self.repeats.cross_user_fraction * self.sessions.expected_length()
         if need > 1:

@@ -11,6 +11,10 @@ Request kinds (per request, in arrival order):
   ``repeats.window_s`` (cross-user reuse of popular prompts; if the cluster has none there, one from
   earlier; if it has none at all, the session STARTs the topic instead).
 
+Under ``reuse.model: copy`` (stationary; see ReuseConfig) clusters are topics born during the trace:
+a START either opens a new topic or takes the topic of an *anchor*, the request a Pareto gap earlier,
+and a REPEAT_CROSS copies the prompt of the request such a gap earlier.
+
 ``source`` points at the earlier request a non-START request copies or edits, so following it from
 a request always reaches a START: the variant tree that both realisations walk.
 """
@@ -38,6 +42,7 @@ class Skeleton:
     source: np.ndarray  # int64, earlier request copied or edited; -1 for START
     edits: np.ndarray  # int64, REFINE: number of word edits (vectors: perturbation steps); else 0
     topic_step: np.ndarray  # int64, REFINE: 1-based count of refinements since the topic started
+    anchor: np.ndarray  # int64, reuse.model copy: START of a reused topic -> the earlier request it varies; else -1
 
     def __len__(self) -> int:
         return len(self.arrival_s)
@@ -158,22 +163,25 @@ def build_skeleton(cfg: SynthConfig, num_requests: int, num_clusters: int,
     kind[first | switch] = START
     kind[offered] = REPEAT_CROSS
 
-    # Topics: a START or REPEAT_CROSS opens a segment of one session; its cluster comes from the
-    # ranking of the day it opens on.
-    boundary_so = (kind[so] == START) | (kind[so] == REPEAT_CROSS)
-    seg_so = np.cumsum(boundary_so) - 1
-    seg = np.empty(n, dtype=np.int64)
-    seg[so] = seg_so
-    seg_first = so[boundary_so]
-    num_days = int(t[-1] // SECONDS_PER_DAY) + 1
-    ranking = drifting_ranking(num_clusters, num_days, cfg.popularity.daily_drift, rngs["popularity"])
-    rank = draw_ranks(zipf_cdf(num_clusters, cfg.popularity.zipf_s), rngs["popularity"].random(len(seg_first)))
-    seg_cluster = ranking[(t[seg_first] // SECONDS_PER_DAY).astype(np.int64), rank]
-    cluster = seg_cluster[seg]
-
     source = np.full(n, -1, dtype=np.int64)
+    anchor = np.full(n, -1, dtype=np.int64)
     cross = np.flatnonzero(offered)
-    found = _cross_sources(t, cluster, cross, rep.window_s, rngs["kinds"].random(len(cross)))
+    if cfg.reuse.model == "copy":
+        found, cluster, seg_so = _copy_topics(cfg, kind, so, cross, anchor, rngs["popularity"])
+    else:
+        # Topics: a START or REPEAT_CROSS opens a segment of one session; its cluster comes from the
+        # ranking of the day it opens on.
+        boundary_so = (kind[so] == START) | (kind[so] == REPEAT_CROSS)
+        seg_so = np.cumsum(boundary_so) - 1
+        seg = np.empty(n, dtype=np.int64)
+        seg[so] = seg_so
+        seg_first = so[boundary_so]
+        num_days = int(t[-1] // SECONDS_PER_DAY) + 1
+        ranking = drifting_ranking(num_clusters, num_days, cfg.popularity.daily_drift, rngs["popularity"])
+        rank = draw_ranks(zipf_cdf(num_clusters, cfg.popularity.zipf_s), rngs["popularity"].random(len(seg_first)))
+        seg_cluster = ranking[(t[seg_first] // SECONDS_PER_DAY).astype(np.int64), rank]
+        cluster = seg_cluster[seg]
+        found = _cross_sources(t, cluster, cross, rep.window_s, rngs["kinds"].random(len(cross)))
     kind[cross[found < 0]] = START
     source[cross] = found
 
@@ -182,6 +190,7 @@ def build_skeleton(cfg: SynthConfig, num_requests: int, num_clusters: int,
     kind[rest[u[rest] < q1]] = REPEAT_SESSION
     source[rest] = prev[rest]
 
+    boundary_so = (kind[so] == START) | (kind[so] == REPEAT_CROSS)
     is_refine_so = (kind[so] == REFINE).astype(np.int64)
     cum = np.cumsum(is_refine_so)
     topic_step = np.zeros(n, dtype=np.int64)
@@ -192,7 +201,82 @@ def build_skeleton(cfg: SynthConfig, num_requests: int, num_clusters: int,
     w = np.asarray(cfg.edits.count_weights, dtype=float)
     edit_cdf = np.cumsum(w) / w.sum()
     edits[refine] = 1 + draw_ranks(edit_cdf, rngs["edits"].random(len(refine)))
-    return Skeleton(t, session, position, user, kind, cluster, source, edits, topic_step)
+    return Skeleton(t, session, position, user, kind, cluster, source, edits, topic_step, anchor)
+
+
+def pareto_gaps(cfg: SynthConfig, m: int, limit: int, rng: np.random.Generator) -> np.ndarray:
+    """``m`` gaps in requests, D = ceil(scale x (U^(-1/alpha) - 1)) >= 1, capped at ``limit`` (ReuseConfig)."""
+    r = cfg.reuse
+    with np.errstate(over="ignore"):
+        d = np.ceil(r.gap_scale_requests * (rng.random(m) ** (-1.0 / r.gap_alpha) - 1.0))
+    return np.clip(np.nan_to_num(d, nan=limit, posinf=limit), 1, limit).astype(np.int64)
+
+
+def _reach_back(at: np.ndarray, gap: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Request ``gap`` before each of ``at``; a gap reaching before the first request takes a uniformly
+    chosen earlier one instead (so the share of reuse does not depend on the position in the trace),
+    and the first request has none (-1)."""
+    back = at - gap
+    early = back < 0
+    back[early] = (rng.random(int(early.sum())) * at[early]).astype(np.int64)
+    back[at == 0] = -1
+    return back
+
+
+def _copy_topics(cfg: SynthConfig, kind: np.ndarray, so: np.ndarray, cross: np.ndarray, anchor: np.ndarray,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """reuse.model copy: (source of each offered cross-user repeat or -1, topic per request, segment per
+    request in session order). Fills ``anchor`` for the STARTs of reused topics.
+
+    An offered repeat copies the request a Pareto gap earlier (_reach_back). A START opens a new topic
+    with probability new_topic, else anchors at the request a gap
+    earlier. A segment's topic is its anchor's (or copied request's) topic, so following segment owners
+    back ends at a new topic's START: topics are numbered in order of birth."""
+    n = len(kind)
+    idx = np.arange(n)
+    r = cfg.reuse
+    found = _reach_back(cross, pareto_gaps(cfg, len(cross), n + 1, rng), rng)
+    starts = np.flatnonzero(kind == START)
+    starts = np.union1d(starts, cross[found < 0])
+    reuse = rng.random(len(starts)) >= r.new_topic
+    back = _reach_back(starts, pareto_gaps(cfg, len(starts), n + 1, rng), rng)
+    anchored = reuse & (back >= 0)
+    anchor[starts[anchored]] = back[anchored]
+    if r.head_share > 0:
+        # Evergreen head: the first segment to pick head topic h opens it (a new topic); later ones
+        # anchor at (START) or copy (repeat) that first request.
+        seg = np.concatenate([starts[reuse], cross[found >= 0]])
+        pick = seg[rng.random(len(seg)) < r.head_share]
+        h = draw_ranks(zipf_cdf(r.head_topics, r.head_zipf), rng.random(len(pick)))
+        order = np.lexsort((pick, h))
+        pick, h = pick[order], h[order]
+        first = np.r_[True, h[1:] != h[:-1]]
+        opener = pick[first][np.cumsum(first) - 1]
+        later = pick[~first]
+        opened = pick[first]
+        anchor[opened] = -1
+        was_cross = np.isin(opened, cross)
+        if was_cross.any():  # a repeat of a topic nobody has asked for yet starts it instead
+            gone = np.searchsorted(cross, opened[was_cross])
+            found[gone] = -1
+            starts = np.union1d(starts, opened[was_cross])
+        later_cross = np.isin(later, cross[found >= 0])
+        found[np.searchsorted(cross, later[later_cross])] = opener[~first][later_cross]
+        anchor[later[~later_cross]] = opener[~first][~later_cross]
+    is_cross = np.zeros(n, dtype=bool)
+    is_cross[cross[found >= 0]] = True
+    boundary_so = (kind[so] == START) | is_cross[so] | np.isin(so, starts)
+    seg_so = np.cumsum(boundary_so) - 1
+    owner = np.empty(n, dtype=np.int64)
+    owner[so] = so[boundary_so][seg_so]
+    ptr = owner.copy()
+    copied = np.where(anchor >= 0, anchor, -1)
+    copied[cross[found >= 0]] = found[found >= 0]
+    has = copied >= 0
+    ptr[idx[has]] = owner[copied[has]]
+    root = _jump(ptr)
+    _, topic = np.unique(root, return_inverse=True)
+    return found, topic.astype(np.int64), seg_so
 
 
 def _cross_sources(t: np.ndarray, cluster: np.ndarray, cross: np.ndarray, window_s: float,

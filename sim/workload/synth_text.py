@@ -237,6 +237,8 @@ class TextRealiser:
             rnd.shuffle(m)
         next_member = [0] * len(members)
         kind, source, cluster = sk.kind.tolist(), sk.source.tolist(), sk.cluster.tolist()
+        anchor = sk.anchor.tolist()
+        copy = cfg.reuse.model == "copy"  # topics born in the trace: a new one draws its pool cluster
         edits, step = sk.edits.tolist(), sk.topic_step.tolist()
         noun_phase, remix = cfg.edits.noun_phase, cfg.starts.remix
         prompts: list[str] = [""] * n
@@ -252,8 +254,11 @@ class TextRealiser:
                 target = NOUN if step[i] <= noun_phase else MODIFIER
                 text, applied[i] = self._edited(prompts[source[i]], edits[i], target, seen)
                 origin[i] = O_REFINE
+            elif copy and anchor[i] >= 0:  # a reused topic: the anchor's prompt, personalised
+                text, applied[i] = self._edited(prompts[anchor[i]], cfg.starts.personalise_edits, NOUN, seen)
+                origin[i] = O_PERSONAL
             else:
-                c = cluster[i]
+                c = rnd.randrange(len(members)) if copy else cluster[i]
                 ms = members[c]
                 j = next_member[c]
                 while j < len(ms) and pool.prompts[ms[j]] in seen:
