@@ -53,8 +53,8 @@ def _store(policy: str, unit: str, retriever: Any, capacity: int) -> CacheStore:
 
 
 def _pair(policy: str, unit: str, capacity: int, cap: int, seed: int,
-          monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any, int, int]:
-    """(reference records as lists see them, fast records, fallbacks, fallbacks that gathered rows)."""
+          monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any, FastSequential, int]:
+    """(reference records as lists see them, fast records, the fast executor, fallbacks that gathered rows)."""
     req = _requests(seed)
     gpus = uniform_gpus(STEP, 1)
     ref = EXECUTORS.get("sequential")().run(
@@ -69,16 +69,19 @@ def _pair(policy: str, unit: str, capacity: int, cap: int, seed: int,
     monkeypatch.setattr(replay_loop, "partition_rows", counted)
     executor = FastSequential(brute_force_candidates(req, FLOOR, cap))
     fast = executor.run(scenario(req, gpus, mode=Nirvana(req, _store(policy, unit, lambda: ExactCosine(8), capacity))))
-    return _without_below_floor(ref, FLOOR), fast, executor.stats["retrieval_exact_fallbacks"], len(gathers)
+    return _without_below_floor(ref, FLOOR), fast, executor, len(gathers)
 
 
 @pytest.mark.parametrize(("cap", "seed"), [(1, 0), (2, 1)])
 def test_many_fallbacks_equal_reference_lru(cap: int, seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    ref, fast, fallbacks, gathers = _pair("lru", "noise", 150, cap, seed, monkeypatch)
+    ref, fast, executor, gathers = _pair("lru", "noise", 150, cap, seed, monkeypatch)
     assert_same_records(ref, fast)
+    fallbacks = executor.stats["retrieval_exact_fallbacks"]
     assert fallbacks > 0.5 * len(fast["k_used"])  # most lookups fall back: the lists hold 1 or 2 prompts
     assert 0 < gathers < fallbacks  # both ways of scoring: every row, and the partition's own rows
     assert (fast["k_used"] > 0).sum() > 100 and (fast["num_evicted"] > 0).sum() > 100
+    # one row per distinct cached prompt: at most the 150 noises' live entries, and rows are recycled
+    assert 0 < executor.matrix_rows <= 150 < int((fast["admitted_entry"] >= 0).sum())
 
 
 def test_many_fallbacks_reach_ties_and_shared_rows() -> None:
@@ -104,6 +107,6 @@ def test_many_fallbacks_reach_ties_and_shared_rows() -> None:
 def test_many_fallbacks_equal_reference_every_policy(policy: str, unit: str, capacity: int,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     for cap, seed in ((1, 2), (2, 3)):
-        ref, fast, fallbacks, _ = _pair(policy, unit, capacity, cap, seed, monkeypatch)
+        ref, fast, executor, _ = _pair(policy, unit, capacity, cap, seed, monkeypatch)
         assert_same_records(ref, fast)
-        assert fallbacks > 100
+        assert executor.stats["retrieval_exact_fallbacks"] > 100

@@ -88,7 +88,8 @@ class FastSequential(Executor):
     (counted in ``stats``). A nearest prompt below the lists' floor is not recorded (similarity NaN, matched
     entry -1: a miss), whether a list or the fallback found it, so records do not depend on the cap.
     Anything else is refused rather than replayed with other semantics. The scenario's store is only
-    read (its configuration), never advanced.
+    read (its configuration), never advanced. After a run, ``matrix_rows`` is the number of rows of the
+    fallback's vector matrix that were written (its resident memory: rows x dim x 4 bytes).
     """
 
     name = "sequential_fast"
@@ -98,6 +99,7 @@ class FastSequential(Executor):
     def __init__(self, candidates: Candidates | None = None) -> None:
         self.candidates = candidates
         self.stats: dict[str, int] = {}
+        self.matrix_rows = 0
 
     def run(self, scenario: Scenario) -> Records:
         mode = scenario.mode
@@ -112,7 +114,7 @@ class FastSequential(Executor):
         listed = cand is not None
         cand = cand if cand is not None else exact_key_candidates(req)
         check_candidates(cand, req)
-        rec, num_fallbacks = _replay(req, store, cand, listed=listed)
+        rec, num_fallbacks, self.matrix_rows = _replay(req, store, cand, listed=listed)
         self.stats = {"retrieval_exact_fallbacks": num_fallbacks} if listed else {}
         busy = rec["service_s"]
         busy[:] = 0.0
@@ -199,10 +201,11 @@ def _num_rows(req: Requests, num_slots: int, listed: bool) -> int:
     return max(1, min(num_slots, distinct))
 
 
-def _replay(req: Requests, store: CacheStore, cand: Candidates, *, listed: bool = True) -> tuple[Records, int]:
+def _replay(req: Requests, store: CacheStore, cand: Candidates, *, listed: bool) -> tuple[Records, int, int]:
+    """(records, exact fallbacks, rows of the fallback matrix written)."""
     n = len(req)
     if n == 0:
-        return new_records(0), 0
+        return new_records(0), 0, 0
     ks = np.asarray(store.ks, dtype=np.int64)
     nk = len(ks)
     by_prompt = store.policy.unit == "prompt"
@@ -279,7 +282,7 @@ def _replay(req: Requests, store: CacheStore, cand: Candidates, *, listed: bool 
             if not replay_loop.COMPILED:
                 for c, values in zip(_OUT_COLUMNS, outs, strict=True):
                     rec[c][:] = values
-            return rec, num_fallbacks
+            return rec, num_fallbacks, int(scal[replay_loop.ROW_HIGH]) if listed else 0
         # Exact fallback, as ExactCosine answers: the highest cosine, ties to the smallest entry id. The
         # canonical cosine of a row does not depend on its position, so one pass over every written row
         # gives each cached prompt's exact bits; a partition holding few of them (per-user scopes) gathers
