@@ -13,6 +13,7 @@ from sim.cache.store import CacheStore
 from sim.executors import EXECUTORS, replay_loop
 from sim.executors.sequential_fast import FastSequential
 from sim.retrieval.exact_cosine import ExactCosine
+from sim.retrieval.precompute import Candidates
 from sim.scenario import Requests
 from sim.scenario.modes.nirvana import Nirvana
 from tests.helpers import scenario, uniform_gpus
@@ -110,3 +111,16 @@ def test_many_fallbacks_equal_reference_every_policy(policy: str, unit: str, cap
         ref, fast, executor, _ = _pair(policy, unit, capacity, cap, seed, monkeypatch)
         assert_same_records(ref, fast)
         assert executor.stats["retrieval_exact_fallbacks"] > 100
+
+
+def test_prompt_ids_outside_the_vectors_are_refused() -> None:
+    """The loop copies vectors[prompt] without bounds checks, so the executor checks the ids first."""
+    req = _requests(0)
+    n = len(req)  # empty lists, all truncated: they name no prompt, so only the requests' ids are out of range
+    cand = Candidates(np.zeros(n + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32), np.ones(n, bool),
+                      FLOOR)
+    short = Requests(**{**{f: getattr(req, f) for f in Requests.__dataclass_fields__},
+                        "vectors": req.vectors[: int(req.prompt_index.max())]})
+    store = _store("lru", "noise", lambda: ExactCosine(8), 150)
+    with pytest.raises(ValueError, match=r"prompt_index outside Requests\.vectors"):
+        FastSequential(cand).run(scenario(short, uniform_gpus(STEP, 1), mode=Nirvana(short, store)))

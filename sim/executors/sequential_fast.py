@@ -197,6 +197,9 @@ def _num_rows(req: Requests, num_slots: int, listed: bool) -> int:
     trace's distinct prompts (none without lists: exact-key lookups never fall back)."""
     if not listed:
         return 1
+    if len(req) and (req.prompt_index.min() < 0 or req.prompt_index.max() >= len(req.vectors)):
+        # the loop copies vectors[prompt] unchecked (compiled code does no bounds checks)
+        raise ValueError("requests: prompt_index outside Requests.vectors")
     distinct = int(np.count_nonzero(np.bincount(req.prompt_index, minlength=1)))
     return max(1, min(num_slots, distinct))
 
