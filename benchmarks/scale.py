@@ -78,6 +78,18 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     elif spec["kind"] == "simulate":
         from sim.experiments.runner import simulate
 
+        matrix_rows: list[int] = []
+        if cfg.run.executor == "sequential_fast":  # the fallback matrix's resident rows (an executor attribute)
+            from sim.executors.sequential_fast import FastSequential
+
+            plain_run = FastSequential.run
+
+            def recording(self: FastSequential, scenario: Any) -> Any:
+                rec = plain_run(self, scenario)
+                matrix_rows.append(self.matrix_rows)
+                return rec
+
+            FastSequential.run = recording  # type: ignore[method-assign]
         prof = None
         if spec.get("profile"):
             import cProfile
@@ -103,6 +115,8 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         out["hit_share"] = float(hits.mean())
         out["p50_queue_s"] = float(_median(records, "queue_wait_s"))
         out["fast_path"] = {k: v for k, v in summary.items() if "fallback" in k or "listed" in k}
+        if matrix_rows:
+            out["fallback_matrix_mib"] = matrix_rows[-1] * trace.vectors.shape[1] * 4 / 2**20
     else:  # libcachesim: the trace's exact-key sequence
         import numpy as np
         import sequential as seqbench
@@ -235,6 +249,8 @@ def main() -> None:
                                                    if r["stage"] == "engine" else "")
             if "first_run_s" in r:
                 notes += f", first run {r['first_run_s']:.2f} s (compile)"
+            if "fallback_matrix_mib" in r:
+                notes += f", fallback matrix {r['fallback_matrix_mib']:.1f} MiB"
         elif r["stage"] == "precompute":
             notes = f"{r['prompts']:,} prompts x {r['dim']}-d"
         print(f"{r['stage']:16s} {r['case']:30s} {r['requests']:9,d} {r['load_s']:7.1f} {r['seconds']:8.2f} "

@@ -10,7 +10,10 @@ tests/test_fast_sequential.py against the reference ``sequential`` executor, rec
 Layout: a cached prompt (an *entry*) lives in a recycled *slot*; its noises are items
 ``slot * nk + kidx`` (unit noise) or the slot itself (unit prompt). Each slot is on two lists ordered by
 entry id: its (partition, prompt) list, whose head answers lookups (several entries of one prompt: the
-oldest), and its partition's list, which the exact fallback scans.
+oldest), and its partition's list, which the exact fallback scans. With ``with_rows`` (candidate lists,
+which can fall back), every cached prompt's vector also sits in a *row* of a contiguous matrix, one row
+per distinct cached prompt (shared by its entries in every partition, reference-counted, recycled), so
+the fallback's cosines are one pass over ``mat[:rows_used]`` with no gather.
 """
 
 from __future__ import annotations
@@ -34,8 +37,9 @@ POLICY_CODES = {"fifo": FIFO, "lru": LRU, "lfu": LFU, "lcbfu": LCBFU}
 # outcome codes of sim/scenario/records.py
 _MISS, _APPROX_HIT, _HOLE_HIT = 0, 1, 2
 # scal[]: the loop's scalar state, kept in an array so a run can stop for an exact fallback and resume
-USED_NOISES, USED_BYTES, NEXT_ENTRY, SEQ, HEAP_SIZE, FREE_TOP = range(6)
-NUM_SCALARS = 6
+# (ROW_TOP: free rows on the row_free stack; ROW_HIGH: rows [0, ROW_HIGH) were ever written)
+USED_NOISES, USED_BYTES, NEXT_ENTRY, SEQ, HEAP_SIZE, FREE_TOP, ROW_TOP, ROW_HIGH = range(8)
+NUM_SCALARS = 8
 
 
 # -- ordered lists (FIFO, LRU): circular doubly linked over items, sentinel = the last index ------------
@@ -167,27 +171,59 @@ def _insert(policy: int, x: int, k: int, now: float, scal: Any, nxt: Any, prv: A
 
 
 @jit
-def partition_slots(p: int, part_head: Any, part_next: Any, out: Any) -> int:
-    """Fill ``out`` with the slots cached in partition ``p`` (oldest entry first); returns how many."""
+def partition_rows(p: int, part_head: Any, part_next: Any, slot_row: Any, out: Any) -> int:
+    """Fill ``out`` with the rows of the slots cached in partition ``p`` (oldest entry first); returns how
+    many."""
     m = 0
     s = part_head[p]
     while s >= 0:
-        out[m] = s
+        out[m] = slot_row[s]
         m += 1
         s = part_next[s]
     return m
 
 
 @jit
+def best_slot(p: int, sims: Any, by_row: bool, part_head: Any, part_next: Any, slot_row: Any) -> tuple[int, int]:
+    """The exact top-1 of partition ``p`` (which holds a slot): (its slot, its position in ``sims``) for the
+    highest cosine, ties to the smallest entry id.
+
+    ``sims`` holds a cosine per row (``by_row``) or per slot of the partition in list order
+    (partition_rows's). The list is oldest entry first, so only a strictly higher cosine replaces the best."""
+    best = at = -1
+    top = sims[0]
+    m = 0
+    s = part_head[p]
+    while s >= 0:
+        j = slot_row[s] if by_row else m
+        if best < 0 or sims[j] > top:
+            best, at, top = s, j, sims[j]
+        m += 1
+        s = part_next[s]
+    return best, at
+
+
+@jit
+def _release_row(r: int, scal: Any, prompt_row: Any, row_prompt: Any, row_refs: Any, row_free: Any) -> None:
+    row_refs[r] -= 1
+    if row_refs[r] == 0:
+        prompt_row[row_prompt[r]] = -1
+        row_free[scal[ROW_TOP]] = r
+        scal[ROW_TOP] += 1
+
+
+@jit
 def replay(start: int, forced_i: int, forced_slot: int, forced_raw: float, forced_sim: float, forced_k: int,
            arrival: Any, num_steps: Any, part: Any, req_pp: Any, noise_bytes: Any,
            off: Any, cand_pp: Any, cand_sim32: Any, cand_raw: Any, cand_mapped: Any, cand_k: Any, truncated: Any,
-           ks: Any, policy: int, by_prompt: bool, cap_noises: int, cap_bytes: int,
+           ks: Any, vectors: Any, pp_prompt: Any,
+           policy: int, by_prompt: bool, cap_noises: int, cap_bytes: int, with_rows: bool,
            scal: Any, slot_entry: Any, slot_mask: Any, slot_pp: Any, slot_part: Any, slot_bytes: Any,
            pp_head: Any, pp_tail: Any, pp_next: Any, pp_prev: Any,
            part_head: Any, part_tail: Any, part_next: Any, part_prev: Any, part_count: Any, free: Any,
            nxt: Any, prv: Any, heap: Any, pos: Any, ka: Any, kb: Any, kc: Any, kd: Any, uses: Any,
-           inow: Any, iseq: Any,
+           inow: Any, iseq: Any, mat: Any, prompt_row: Any, row_prompt: Any, row_refs: Any, row_free: Any,
+           slot_row: Any,
            r_outcome: Any, r_ksel: Any, r_kused: Any, r_hole: Any, r_matched: Any, r_sim: Any, r_raw: Any,
            r_admitted: Any, r_evicted: Any, r_gpu: Any, r_admit_s: Any) -> int:
     """Replay requests ``start``.. in order; return the first one that needs an exact fallback (its
@@ -327,6 +363,8 @@ def replay(start: int, forced_i: int, forced_slot: int, forced_raw: float, force
                 else:
                     part_tail[pn] = a
                 part_count[pn] -= 1
+                if with_rows:
+                    _release_row(slot_row[vs], scal, prompt_row, row_prompt, row_refs, row_free)
                 free[scal[FREE_TOP]] = vs
                 scal[FREE_TOP] += 1
         scal[FREE_TOP] -= 1
@@ -357,6 +395,19 @@ def replay(start: int, forced_i: int, forced_slot: int, forced_raw: float, force
             part_head[p] = s
         part_tail[p] = s
         part_count[p] += 1
+        if with_rows:  # the prompt's vector in a row (one copy per distinct cached prompt)
+            pr = pp_prompt[q]
+            r = prompt_row[pr]
+            if r < 0:
+                scal[ROW_TOP] -= 1
+                r = row_free[scal[ROW_TOP]]
+                mat[r, :] = vectors[pr, :]
+                prompt_row[pr] = r
+                row_prompt[r] = pr
+                if r >= scal[ROW_HIGH]:
+                    scal[ROW_HIGH] = r + 1
+            row_refs[r] += 1
+            slot_row[s] = r
         scal[USED_NOISES] += nk
         scal[USED_BYTES] += need_bytes
         r_admitted[i] = entry

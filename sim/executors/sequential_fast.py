@@ -2,7 +2,8 @@
 
 The loop is sim/executors/replay_loop.py; this file checks that a scenario is one it serves (NIRVANA,
 exact-key retrieval or precomputed candidate lists, a registered policy), builds the arrays and the
-records, and runs the exact fallback a truncated candidate list needs.
+records, and runs the exact fallback a truncated candidate list needs: the canonical cosine over the
+loop's contiguous matrix of cached prompts' vectors (no gather), the best slot picked in compiled code.
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ class FastSequential(Executor):
     (counted in ``stats``). A nearest prompt below the lists' floor is not recorded (similarity NaN, matched
     entry -1: a miss), whether a list or the fallback found it, so records do not depend on the cap.
     Anything else is refused rather than replayed with other semantics. The scenario's store is only
-    read (its configuration), never advanced.
+    read (its configuration), never advanced. After a run, ``matrix_rows`` is the number of rows of the
+    fallback's vector matrix that were written (its resident memory: rows x dim x 4 bytes).
     """
 
     name = "sequential_fast"
@@ -97,6 +99,7 @@ class FastSequential(Executor):
     def __init__(self, candidates: Candidates | None = None) -> None:
         self.candidates = candidates
         self.stats: dict[str, int] = {}
+        self.matrix_rows = 0
 
     def run(self, scenario: Scenario) -> Records:
         mode = scenario.mode
@@ -111,7 +114,7 @@ class FastSequential(Executor):
         listed = cand is not None
         cand = cand if cand is not None else exact_key_candidates(req)
         check_candidates(cand, req)
-        rec, num_fallbacks = _replay(req, store, cand)
+        rec, num_fallbacks, self.matrix_rows = _replay(req, store, cand, listed=listed)
         self.stats = {"retrieval_exact_fallbacks": num_fallbacks} if listed else {}
         busy = rec["service_s"]
         busy[:] = 0.0
@@ -189,10 +192,23 @@ _OUT_COLUMNS = ("outcome", "k_selected", "k_used", "hole", "matched_entry", "sim
                 "admitted_entry", "num_evicted", "gpu_steps", "admit_s")
 
 
-def _replay(req: Requests, store: CacheStore, cand: Candidates) -> tuple[Records, int]:
+def _num_rows(req: Requests, num_slots: int, listed: bool) -> int:
+    """Rows of the fallback's matrix: one per distinct cached prompt, so at most the live slots and the
+    trace's distinct prompts (none without lists: exact-key lookups never fall back)."""
+    if not listed:
+        return 1
+    if len(req) and (req.prompt_index.min() < 0 or req.prompt_index.max() >= len(req.vectors)):
+        # the loop copies vectors[prompt] unchecked (compiled code does no bounds checks)
+        raise ValueError("requests: prompt_index outside Requests.vectors")
+    distinct = int(np.count_nonzero(np.bincount(req.prompt_index, minlength=1)))
+    return max(1, min(num_slots, distinct))
+
+
+def _replay(req: Requests, store: CacheStore, cand: Candidates, *, listed: bool) -> tuple[Records, int, int]:
+    """(records, exact fallbacks, rows of the fallback matrix written)."""
     n = len(req)
     if n == 0:
-        return new_records(0), 0
+        return new_records(0), 0, 0
     ks = np.asarray(store.ks, dtype=np.int64)
     nk = len(ks)
     by_prompt = store.policy.unit == "prompt"
@@ -233,7 +249,17 @@ def _replay(req: Requests, store: CacheStore, cand: Candidates) -> tuple[Records
     arrival = np.ascontiguousarray(req.arrival_s, dtype=np.float64)
     num_steps = req.num_steps.astype(i64, copy=False)
     noise_bytes = req.noise_bytes.astype(i64, copy=False)
-    vectors = req.vectors
+    dim = req.vectors.shape[1]
+    # The matrix is zero-filled lazily by the OS: only rows ever written (ROW_HIGH, the peak number of
+    # distinct cached prompts) take memory.
+    num_rows = _num_rows(req, num_slots, listed)
+    mat = np.zeros((num_rows, dim), dtype=np.float32)
+    vectors = np.ascontiguousarray(req.vectors, dtype=np.float32) if listed else mat
+    row_free = np.arange(num_rows - 1, -1, -1, dtype=i64)  # popped from the top: row 0 first
+    scal[replay_loop.ROW_TOP] = num_rows
+    prompt_row = np.full(len(vectors) if listed else 1, -1, i64)
+    row_prompt, row_refs = np.zeros(num_rows, i64), np.zeros(num_rows, i64)
+    slot_row = np.zeros(num_slots, i64)
     scratch = np.zeros(num_slots, i64)
     num_fallbacks = 0
     forced = (-1, -1, 0.0, 0.0, 0)
@@ -244,31 +270,41 @@ def _replay(req: Requests, store: CacheStore, cand: Candidates) -> tuple[Records
     state: list[Any] = [scal, slot_entry, slot_mask, slot_pp, slot_part, slot_bytes, pp_head, pp_tail, pp_next,
                         pp_prev, part_head, part_tail, part_next, part_prev, part_count, free, nxt, prv, heap, pos,
                         ka, kb, kc, kd, uses, inow, iseq]
+    rows: list[Any] = [prompt_row, row_prompt, row_refs, row_free, slot_row]
     outs: list[Any] = [rec[c] for c in _OUT_COLUMNS]
     if not replay_loop.COMPILED:  # plain Python indexes lists several times faster than numpy arrays
-        inputs, state, outs = ([a.tolist() for a in group] for group in (inputs, state, outs))
+        inputs, state, rows, outs = ([a.tolist() for a in group] for group in (inputs, state, rows, outs))
+    pp_codes = pp_prompt.astype(i64, copy=False) if listed else np.zeros(1, i64)
+    scal, part_head, part_next, part_count, slot_row = state[0], state[10], state[12], state[14], rows[4]
+    scale = store.similarity_scale
     start = 0
     while True:
-        stop = replay_loop.replay(start, *forced, *inputs, policy, by_prompt, cap_noises, cap_bytes, *state, *outs)
+        stop = replay_loop.replay(start, *forced, *inputs, vectors, pp_codes, policy, by_prompt, cap_noises,
+                                  cap_bytes, listed, *state, mat, *rows, *outs)
         if stop >= n:
             if not replay_loop.COMPILED:
                 for c, values in zip(_OUT_COLUMNS, outs, strict=True):
                     rec[c][:] = values
-            return rec, num_fallbacks
-        # Exact fallback, as ExactCosine answers: the highest cosine, ties to the smallest entry id.
+            return rec, num_fallbacks, int(scal[replay_loop.ROW_HIGH]) if listed else 0
+        # Exact fallback, as ExactCosine answers: the highest cosine, ties to the smallest entry id. The
+        # canonical cosine of a row does not depend on its position, so one pass over every written row
+        # gives each cached prompt's exact bits; a partition holding few of them (per-user scopes) gathers
+        # its own rows instead.
         num_fallbacks += 1
-        m = replay_loop.partition_slots(int(part[stop]), state[10], state[12], scratch)
-        slots = scratch[:m]
-        entries = np.asarray(state[1])[slots]
-        prompts = pp_prompt[np.asarray(state[3])[slots]]
-        sims = cosine.cosines(vectors[prompts], vectors[req.prompt_index[stop]])
-        best = sims.max()
-        tied = np.flatnonzero(sims == best)
-        raw = float(best)
+        p = int(part[stop])
+        query = vectors[req.prompt_index[stop]]
+        high = int(scal[replay_loop.ROW_HIGH])
+        by_row = 2 * int(part_count[p]) >= high
+        if by_row:
+            sims = cosine.cosines(mat[:high], query)
+        else:
+            m = replay_loop.partition_rows(p, part_head, part_next, slot_row, scratch)
+            sims = cosine.cosines(mat[scratch[:m]], query)
+        slot, at = replay_loop.best_slot(p, sims, by_row, part_head, part_next, slot_row)
+        raw = float(sims[at])
         if raw < cand.floor:  # as a complete list would say: nothing above the floor, whatever the cap
             forced = (stop, -1, float("nan"), float("nan"), 0)
         else:
-            slot = int(slots[tied[np.argmin(entries[tied])]])
-            sim = float(_scale_array(store, np.array([raw]))[0])
-            forced = (stop, slot, raw, sim, int(_select_ks(store.table, np.array([sim]))[0]))
+            sim = raw if scale is None else float(scale(raw))  # as CacheStore.access maps it
+            forced = (stop, int(slot), raw, sim, store.table.select(sim))
         start = stop
