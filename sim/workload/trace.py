@@ -226,9 +226,10 @@ def load_trace(path: str | Path, limit: int | None = None) -> Trace:
     else:
         sampler = np.full(n, None, dtype=object)
     del table, arrival_col
+    pa.default_memory_pool().release_unused()  # before the vectors: pyarrow's allocator keeps freed buffers
 
     vectors, embedder = _load_embeddings(embeddings_path(file), prompts, sha1s)
-    pa.default_memory_pool().release_unused()  # the read buffers pyarrow's allocator would otherwise keep
+    pa.default_memory_pool().release_unused()
     return Trace(file, Strings(request_id), arrival, prompt_index, user, ints["width"], ints["height"],
                  ints["steps"], sampler, Strings(prompts), vectors, embedder)
 
@@ -263,17 +264,18 @@ def _prompts(col: pa.ChunkedArray, file: Path) -> tuple[np.ndarray, pa.Array, pa
     if order is not None:
         distinct = distinct.take(pa.array(order))
     empty = -1
-    digests: list[str] = []
+    digests: list[pa.Array] = []  # per batch, so that no list of a str per prompt is ever held
     for lo in range(0, len(distinct), BATCH_ROWS):
-        for k, p in enumerate(distinct.slice(lo, BATCH_ROWS).to_pylist()):
+        batch = distinct.slice(lo, BATCH_ROWS).to_pylist()
+        for k, p in enumerate(batch):
             if not p.strip() and empty < 0:
                 empty = lo + k
-            digests.append(prompt_sha1(p))
+        digests.append(pa.array([prompt_sha1(p) for p in batch], pa.string()))
     if empty >= 0 or col.null_count:
         rows = ([int(np.argmax(codes == -1))] if col.null_count else []) + \
                ([int(np.argmax(codes == empty))] if empty >= 0 else [])
         raise InputError(f"{file}: column 'prompt': row {min(rows)} is empty or null")
-    return codes, distinct, pa.array(digests, pa.string())
+    return codes, distinct, pa.concat_arrays(digests) if digests else pa.array([], pa.string())
 
 
 def first_appearance(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -420,6 +422,7 @@ def _load_embeddings(file: Path, prompts: pa.Array, sha1s: pa.Array) -> tuple[np
         if len(missing):
             j = int(missing[0])
             raise InputError(f"{file}: no embedding for prompt {prompts[j].as_py()[:60]!r} (sha1 {sha1s[j].as_py()})")
+        pa.default_memory_pool().release_unused()
         by_row = np.argsort(row_of, kind="stable")  # prompts in file order
         file_rows = row_of[by_row]
         del row_of
