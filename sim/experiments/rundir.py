@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ class RunResult:
 
     summary: dict[str, Any]
     records: Records
-    request_id: list[str]
+    request_id: Sequence[str]  # the trace's Strings column (Arrow, not one str per row), or a list
     user: list[str | None]
     wall_s: float
 

@@ -46,7 +46,7 @@ def run_point(cfg: RunConfig, trace: Trace | None = None) -> RunResult:
     """Simulate one run and return everything its folder holds (a worker's job; it writes nothing)."""
     t0 = time.perf_counter()
     trace, records, summary = simulate(cfg, trace if trace is not None else _trace(cfg))
-    return RunResult(summary, records, trace.request_id.tolist(), trace.user.tolist(), time.perf_counter() - t0)
+    return RunResult(summary, records, trace.request_id, trace.user.tolist(), time.perf_counter() - t0)
 
 
 #: the trace this process loaded last, by (path, limit): the driver validates with it, and each pool

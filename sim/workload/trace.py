@@ -10,13 +10,15 @@ with the embedder's name and dimension in the schema metadata.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, overload
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sim.errors import InputError
@@ -34,6 +36,8 @@ OPTIONAL = {"width": pa.int32(), "height": pa.int32(), "steps": pa.int32(), "sam
 TRACE_SCHEMA = pa.schema([pa.field(n, t) for n, t in {**REQUIRED, **OPTIONAL}.items()])
 #: largest value each optional integer column may hold (sim/limits.py)
 INT_BOUNDS = {"width": MAX_SIDE_PX, "height": MAX_SIDE_PX, "steps": MAX_STEPS}
+#: rows per Arrow batch when a file is read in pieces (``trace.limit``) or a column is turned into Python values
+BATCH_ROWS = 65_536
 
 
 def embeddings_path(trace_path: Path) -> Path:
@@ -49,15 +53,15 @@ class Trace:
     """A loaded trace: request columns as numpy arrays, prompts deduplicated, embeddings aligned."""
 
     path: Path
-    request_id: np.ndarray  # object (str)
+    request_id: Strings  # unique, never null
     arrival_s: np.ndarray  # float64
     prompt_index: np.ndarray  # int64 into ``prompts`` / ``vectors``
-    user: np.ndarray  # object (str or None)
+    user: np.ndarray  # object (str or None; equal names are one object)
     width: np.ndarray  # int64, -1 = model default
     height: np.ndarray
     steps: np.ndarray
-    sampler: np.ndarray  # object (str or None)
-    prompts: list[str]
+    sampler: np.ndarray  # object (str or None; equal names are one object)
+    prompts: Strings  # distinct, in order of first appearance
     vectors: np.ndarray  # float32 [num_prompts, dim], unit norm
     embedder: str
 
@@ -85,24 +89,45 @@ def _column(table: pa.Table, name: str, dtype: pa.DataType, file: Path) -> pa.Ch
     return col
 
 
-def read_parquet(file: Path, what: str, shown: str | Path | None = None, columns: list[str] | None = None
-                 ) -> pa.Table:
-    """The table (or ``columns``) in one parquet file; every file-level problem is an InputError naming the file."""
-    name = shown if shown is not None else file
+def read_parquet(file: Path, what: str, shown: str | Path | None = None, columns: list[str] | None = None,
+                 limit: int | None = None) -> pa.Table:
+    """The table (or ``columns``) in one parquet file, or its first ``limit`` rows (only the row groups and
+    pages holding them are read); every file-level problem is an InputError naming the file."""
     if str(file) in ("", "."):
         raise InputError(f"{what}: empty path")
     with parquet_errors(file, what, shown):
-        if file.is_dir():
-            raise InputError(f"{name}: is a directory, expected a {what} parquet file")
-        names = pq.read_schema(file).names
-        dup = sorted({c for c in names if names.count(c) > 1})
-        if dup:
-            raise InputError(f"{file}: column '{dup[0]}' appears more than once")
-        missing = [c for c in columns or () if c not in names]
-        if missing:
-            raise InputError(f"{file}: missing column '{missing[0]}' (has {names})")
-        table = pq.read_table(file, columns=columns)
-    return table
+        pf = _open_parquet(file, what, shown if shown is not None else file, columns)
+        if limit is None:
+            pf.close()
+            return pq.read_table(file, columns=columns)
+        batches = []
+        rows = 0
+        for batch in pf.iter_batches(batch_size=min(max(limit, 1), BATCH_ROWS), columns=columns):
+            batches.append(batch)
+            rows += batch.num_rows
+            if rows >= limit:
+                break
+        schema = pf.schema_arrow
+        if columns is not None:
+            schema = pa.schema([schema.field(c) for c in columns], metadata=schema.metadata)
+        return pa.Table.from_batches(batches, schema=schema if not batches else None).slice(0, limit)
+
+
+def _open_parquet(file: Path, what: str, name: str | Path, columns: list[str] | None = None,
+                  **options: Any) -> pq.ParquetFile:
+    """A parquet file opened for reading, after the checks every reader makes (a directory, a column named
+    twice, a requested column missing); call inside ``parquet_errors``."""
+    if file.is_dir():
+        raise InputError(f"{name}: is a directory, expected a {what} parquet file")
+    pf = pq.ParquetFile(file, **options)
+    names = pf.schema_arrow.names
+    dup = sorted({c for c in names if names.count(c) > 1})
+    if dup:
+        raise InputError(f"{file}: column '{dup[0]}' appears more than once")
+    missing = [c for c in columns or () if c not in names]
+    if missing:
+        raise InputError(f"{file}: missing column '{missing[0]}' (has {names})")
+    return pf
 
 
 @contextmanager
@@ -137,25 +162,25 @@ def _short(exc: BaseException) -> str:
 
 
 def load_trace(path: str | Path, limit: int | None = None) -> Trace:
-    """Load and validate a trace; ``limit`` keeps the first N requests (N above the length keeps all)."""
+    """Load and validate a trace; ``limit`` keeps the first N requests (N above the length keeps all).
+
+    With a limit only the first N rows of the request file are read, and only the embeddings of the prompts
+    those rows use (their vectors alone are validated)."""
     file = resolve(path)
     if not str(path).strip():
         raise InputError("trace.path: empty path")
     if not _exists(file):
         hint = " (build the default experiment's trace with `make traces`)" if "traces/synth/" in str(path) else ""
         raise InputError(f"{path}: trace file not found{hint}")
-    table = read_parquet(file, "trace", shown=path)
+    table = read_parquet(file, "trace", shown=path, limit=limit)
     for name in REQUIRED:
         if name not in table.column_names:
             raise InputError(f"{file}: missing required column '{name}' (has {table.column_names})")
-    if limit is not None:
-        table = table.slice(0, min(limit, table.num_rows))
     n = table.num_rows
     if n == 0:
         raise InputError(f"{file}: the trace has no requests")
 
-    request_id = np.asarray(utf8_strings(_column(table, "request_id", pa.string(), file), "request_id", file),
-                            dtype=object)
+    request_id = _text(table, "request_id", file)
     arrival_col = _column(table, "arrival_s", pa.float64(), file)
     if arrival_col.null_count:
         raise InputError(f"{file}: column 'arrival_s': row {_first_null(arrival_col)} is null")
@@ -172,29 +197,17 @@ def load_trace(path: str | Path, limit: int | None = None) -> Trace:
             f"{file}: column 'arrival_s': row {i} ({arrival[i]}) is earlier than row {i - 1} "
             f"({arrival[i - 1]}); sort the trace by arrival"
         )
-    if None in request_id:
-        raise InputError(f"{file}: column 'request_id': row {list(request_id).index(None)} is null")
-    if len(set(request_id)) != n:
+    if request_id.null_count:
+        raise InputError(f"{file}: column 'request_id': row {_first_null(request_id)} is null")
+    if pc.count_distinct(request_id).as_py() != n:
         seen: set[str] = set()
-        for i, rid in enumerate(request_id):
+        for i, rid in enumerate(Strings(request_id)):
             if rid in seen:
                 raise InputError(f"{file}: column 'request_id': row {i} repeats id {rid!r}")
             seen.add(rid)
 
-    prompt_list = utf8_strings(_column(table, "prompt", pa.string(), file), "prompt", file)
-    prompts: list[str] = []
-    index_of: dict[str, int] = {}
-    prompt_index = np.empty(n, dtype=np.int64)
-    for i, p in enumerate(prompt_list):
-        if p is None or not p.strip():
-            raise InputError(f"{file}: column 'prompt': row {i} is empty or null")
-        j = index_of.get(p)
-        if j is None:
-            j = index_of[p] = len(prompts)
-            prompts.append(p)
-        prompt_index[i] = j
-
-    user = np.asarray(utf8_strings(_column(table, "user", pa.string(), file), "user", file), dtype=object)
+    prompt_index, prompts, sha1s = _prompts(_text(table, "prompt", file), file)
+    user = _interned(_text(table, "user", file))
     ints = {}
     for name in ("width", "height", "steps"):
         if name in table.column_names:
@@ -209,14 +222,125 @@ def load_trace(path: str | Path, limit: int | None = None) -> Trace:
         else:
             ints[name] = np.full(n, -1, dtype=np.int64)
     if "sampler" in table.column_names:
-        sampler = np.asarray(utf8_strings(_column(table, "sampler", pa.string(), file), "sampler", file),
-                             dtype=object)
+        sampler = _interned(_text(table, "sampler", file))
     else:
         sampler = np.full(n, None, dtype=object)
+    del table, arrival_col
+    pa.default_memory_pool().release_unused()  # before the vectors: pyarrow's allocator keeps freed buffers
 
-    vectors, embedder = _load_embeddings(embeddings_path(file), prompts)
-    return Trace(file, request_id, arrival, prompt_index, user, ints["width"], ints["height"],
-                 ints["steps"], sampler, prompts, vectors, embedder)
+    vectors, embedder = _load_embeddings(embeddings_path(file), prompts, sha1s)
+    pa.default_memory_pool().release_unused()
+    return Trace(file, Strings(request_id), arrival, prompt_index, user, ints["width"], ints["height"],
+                 ints["steps"], sampler, Strings(prompts), vectors, embedder)
+
+
+def _text(table: pa.Table, name: str, file: Path) -> pa.ChunkedArray:
+    """A string column, its bytes checked to be UTF-8 (an error names the row); no Python objects made."""
+    col = _column(table, name, pa.string(), file)
+    try:
+        for chunk in col.chunks:
+            chunk.validate(full=True)
+    except pa.ArrowInvalid as exc:
+        utf8_strings(col, name, file)  # names the row of bad UTF-8
+        raise InputError(f"{file}: column '{name}': {_short(exc)}") from None
+    return col
+
+
+def _interned(col: pa.ChunkedArray) -> np.ndarray:
+    """An object array of a column's values in which equal strings are one Python object (8 bytes per row)."""
+    distinct = pc.unique(col)
+    values = np.empty(len(distinct), dtype=object)
+    values[:] = distinct.to_pylist()
+    codes = pc.index_in(col, value_set=distinct, skip_nulls=False)
+    return values[np.asarray(codes.to_numpy(), dtype=np.int64)]
+
+
+def _prompts(col: pa.ChunkedArray, file: Path) -> tuple[np.ndarray, pa.Array, pa.Array]:
+    """(prompt_index per row, distinct prompts in order of first appearance, their SHA-1s); an empty or
+    null prompt is an error naming its first row."""
+    distinct = pc.unique(col).drop_null()
+    codes = np.asarray(pc.index_in(col, value_set=distinct).fill_null(-1).to_numpy(), dtype=np.int64)
+    codes, order = first_appearance(codes)
+    if order is not None:
+        distinct = distinct.take(pa.array(order))
+    empty = -1
+    digests: list[pa.Array] = []  # per batch, so that no list of a str per prompt is ever held
+    for lo in range(0, len(distinct), BATCH_ROWS):
+        batch = distinct.slice(lo, BATCH_ROWS).to_pylist()
+        for k, p in enumerate(batch):
+            if not p.strip() and empty < 0:
+                empty = lo + k
+        digests.append(pa.array([prompt_sha1(p) for p in batch], pa.string()))
+    if empty >= 0 or col.null_count:
+        rows = ([int(np.argmax(codes == -1))] if col.null_count else []) + \
+               ([int(np.argmax(codes == empty))] if empty >= 0 else [])
+        raise InputError(f"{file}: column 'prompt': row {min(rows)} is empty or null")
+    return codes, distinct, pa.concat_arrays(digests) if digests else pa.array([], pa.string())
+
+
+def first_appearance(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Relabel codes (-1 = none) so that ids number values in order of first appearance; returns the codes and
+    ``order`` (new id -> old id), or None when they were already so numbered."""
+    valid = codes >= 0
+    seen = np.maximum.accumulate(np.where(valid, codes, -1))
+    before = np.concatenate(([-1], seen[:-1]))
+    if np.all(codes[valid] <= before[valid] + 1):
+        return codes, None
+    _, first = np.unique(codes[valid], return_index=True)
+    old_ids = codes[valid][np.sort(first)]  # old ids by first appearance
+    new_of = np.empty(int(codes.max()) + 1, dtype=np.int64)
+    new_of[old_ids] = np.arange(len(old_ids))
+    return np.where(valid, new_of[np.maximum(codes, 0)], -1), old_ids
+
+
+class Strings(Sequence[str]):
+    """A read-only string column kept as Arrow arrays (offsets and UTF-8 bytes: about 4 bytes per row plus the
+    text) instead of one Python object per row; values become ``str`` only when read."""
+
+    __slots__ = ("_col",)
+
+    def __init__(self, col: pa.Array | pa.ChunkedArray) -> None:
+        self._col = col if isinstance(col, pa.ChunkedArray) else pa.chunked_array([col], col.type)
+
+    def __len__(self) -> int:
+        return len(self._col)
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> Strings: ...
+
+    def __getitem__(self, i: int | slice) -> str | Strings:
+        if isinstance(i, slice):
+            lo, hi, step = i.indices(len(self._col))
+            if step != 1:
+                return Strings(pa.array(self.tolist()[i], pa.string()))
+            return Strings(self._col.slice(lo, max(0, hi - lo)))
+        value: str = self._col[int(i)].as_py()
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        for lo in range(0, len(self._col), BATCH_ROWS):
+            yield from self._col.slice(lo, BATCH_ROWS).to_pylist()
+
+    def __reduce__(self) -> tuple[type[Strings], tuple[pa.ChunkedArray]]:
+        return Strings, (self._col,)
+
+    def __repr__(self) -> str:
+        return f"Strings({len(self)} values)"
+
+    def tolist(self) -> list[str]:
+        values: list[str] = self._col.to_pylist()
+        return values
+
+    def __arrow_array__(self, type: pa.DataType | None = None) -> pa.Array:
+        arr = self._col.combine_chunks()
+        return arr if type is None or type == arr.type else arr.cast(type)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self._col.nbytes)
 
 
 def utf8_strings(col: pa.ChunkedArray, name: str, file: Path) -> list[str | None]:
@@ -240,61 +364,117 @@ def utf8_strings(col: pa.ChunkedArray, name: str, file: Path) -> list[str | None
         raise
 
 
-def _first_null(col: pa.ChunkedArray) -> int:
+def _first_null(col: pa.ChunkedArray | pa.Array) -> int:
     return int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
 
 
-def _load_embeddings(file: Path, prompts: list[str]) -> tuple[np.ndarray, str]:
+#: rows of the embeddings file decoded at a time (16K x 384-d float32 = 25 MB)
+EMBEDDING_BATCH_ROWS = 16_384
+
+
+def _load_embeddings(file: Path, prompts: pa.Array, sha1s: pa.Array) -> tuple[np.ndarray, str]:
+    """The vectors of ``prompts`` (float32 [len(prompts), dim], C order), read batch by batch straight into
+    their rows: only the file's rows those prompts use are decoded, converted and validated."""
     if not _exists(file):
         raise InputError(f"{file}: embeddings file not found (every trace needs one beside it; "
                          "`python -m sim trace embed` writes it)")
-    table = read_parquet(file, "embeddings")
-    meta = table.schema.metadata or {}
-    try:
-        embedder = meta.get(b"embedder", b"").decode()
-        declared = meta.get(b"dim", b"").decode()
-    except UnicodeDecodeError:
-        raise InputError(f"{file}: schema metadata 'embedder' or 'dim' is not UTF-8") from None
-    if not embedder:
-        raise InputError(f"{file}: schema metadata 'embedder' is missing (which model made these vectors?)")
-    for name in ("prompt_sha1", "vector"):
-        if name not in table.column_names:
-            raise InputError(f"{file}: missing column '{name}'")
-    vtype = table.schema.field("vector").type
-    if not pa.types.is_fixed_size_list(vtype) or vtype.value_type != pa.float32():
-        raise InputError(f"{file}: column 'vector': expected fixed_size_list<float32>, got {vtype}")
-    dim = vtype.list_size
-    if dim < 1:
-        raise InputError(f"{file}: column 'vector': expected at least one value per row, got {dim}")
-    if declared != str(dim):
-        raise InputError(f"{file}: schema metadata 'dim' is {declared or 'missing'!r} but column 'vector' "
-                         f"holds {dim} values per row (were the vectors rewritten by another embedder?)")
-    if table.column("vector").null_count:
-        raise InputError(f"{file}: column 'vector': row {_first_null(table.column('vector'))} is null")
-    flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-    mat = np.asarray(flat, dtype=np.float32).reshape(-1, dim)
-    sha_col = table.column("prompt_sha1")
-    if not pa.types.is_string(sha_col.type) and not pa.types.is_large_string(sha_col.type):
-        raise InputError(f"{file}: column 'prompt_sha1': expected string, got {sha_col.type}")
-    row_of = {h: i for i, h in enumerate(utf8_strings(sha_col, "prompt_sha1", file))}
-    rows = np.empty(len(prompts), dtype=np.int64)
-    for j, p in enumerate(prompts):
-        r = row_of.get(prompt_sha1(p))
-        if r is None:
-            raise InputError(f"{file}: no embedding for prompt {p[:60]!r} (sha1 {prompt_sha1(p)})")
-        rows[j] = r
-    vectors = mat[rows]
-    bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
-    if len(bad):
-        raise InputError(f"{file}: column 'vector': the embedding of prompt {prompts[bad[0]][:60]!r} has NaN or inf")
-    norms = np.linalg.norm(vectors, axis=1)
-    bad = np.flatnonzero(np.abs(norms - 1.0) > 1e-3)
-    if len(bad):
+    with parquet_errors(file, "embeddings"):
+        pf = _open_parquet(file, "embeddings", file, pre_buffer=False, buffer_size=1 << 22)
+        schema = pf.schema_arrow
+        meta = schema.metadata or {}
+        try:
+            embedder = meta.get(b"embedder", b"").decode()
+            declared = meta.get(b"dim", b"").decode()
+        except UnicodeDecodeError:
+            raise InputError(f"{file}: schema metadata 'embedder' or 'dim' is not UTF-8") from None
+        if not embedder:
+            raise InputError(f"{file}: schema metadata 'embedder' is missing (which model made these vectors?)")
+        for name in ("prompt_sha1", "vector"):
+            if name not in schema.names:
+                raise InputError(f"{file}: missing column '{name}'")
+        vtype = schema.field("vector").type
+        if not pa.types.is_fixed_size_list(vtype) or vtype.value_type != pa.float32():
+            raise InputError(f"{file}: column 'vector': expected fixed_size_list<float32>, got {vtype}")
+        dim = vtype.list_size
+        if dim < 1:
+            raise InputError(f"{file}: column 'vector': expected at least one value per row, got {dim}")
+        if declared != str(dim):
+            raise InputError(f"{file}: schema metadata 'dim' is {declared or 'missing'!r} but column 'vector' "
+                             f"holds {dim} values per row (were the vectors rewritten by another embedder?)")
+        sha_col = pf.read(columns=["prompt_sha1"]).column(0)
+        if not pa.types.is_string(sha_col.type) and not pa.types.is_large_string(sha_col.type):
+            raise InputError(f"{file}: column 'prompt_sha1': expected string, got {sha_col.type}")
+        try:
+            for chunk in sha_col.chunks:
+                chunk.validate(full=True)
+        except pa.ArrowInvalid:
+            utf8_strings(sha_col, "prompt_sha1", file)  # names the row
+            raise
+        # The file row of each prompt's embedding (the last, if a digest repeats).
+        code = np.asarray(pc.index_in(sha_col.cast(pa.string()), value_set=sha1s).fill_null(-1).to_numpy(),
+                          dtype=np.int64)
+        del sha_col
+        used = np.flatnonzero(code >= 0)
+        row_of = np.full(len(prompts), -1, dtype=np.int64)
+        np.maximum.at(row_of, code[used], used)
+        del code, used
+        missing = np.flatnonzero(row_of < 0)
+        if len(missing):
+            j = int(missing[0])
+            raise InputError(f"{file}: no embedding for prompt {prompts[j].as_py()[:60]!r} (sha1 {sha1s[j].as_py()})")
+        pa.default_memory_pool().release_unused()
+        by_row = np.argsort(row_of, kind="stable")  # prompts in file order
+        file_rows = row_of[by_row]
+        del row_of
+        vectors = np.empty((len(prompts), dim), dtype=np.float32)
+        nan_prompt, norm_prompt, norm_value = len(prompts), len(prompts), 0.0
+        start = 0
+        for g in range(pf.metadata.num_row_groups):
+            stop = start + pf.metadata.row_group(g).num_rows
+            lo, hi = np.searchsorted(file_rows, (start, stop))
+            if lo < hi:  # a row group no prompt uses is never read
+                pos = start
+                for batch in pf.iter_batches(batch_size=EMBEDDING_BATCH_ROWS, row_groups=[g], columns=["vector"]):
+                    k = batch.num_rows
+                    a, b = np.searchsorted(file_rows, (pos, pos + k))
+                    if a < b:
+                        col = batch.column(0)
+                        local = file_rows[a:b] - pos
+                        if col.null_count:
+                            nulls = np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False)[local])
+                            if len(nulls):
+                                raise InputError(f"{file}: column 'vector': row {pos + local[nulls[0]]} is null")
+                        rows = _matrix(col, dim)[local]
+                        targets = by_row[a:b]
+                        bad = np.flatnonzero(~np.isfinite(rows).all(axis=1))
+                        if len(bad):
+                            nan_prompt = min(nan_prompt, int(targets[bad].min()))
+                        norms = np.linalg.norm(rows, axis=1)
+                        bad = np.flatnonzero(np.abs(norms - 1.0) > 1e-3)
+                        if len(bad):
+                            first = bad[np.argmin(targets[bad])]
+                            if targets[first] < norm_prompt:
+                                norm_prompt, norm_value = int(targets[first]), float(norms[first])
+                        vectors[targets] = rows
+                    pos += k
+            start = stop
+    if nan_prompt < len(prompts):
+        raise InputError(f"{file}: column 'vector': the embedding of prompt {prompts[nan_prompt].as_py()[:60]!r} "
+                         "has NaN or inf")
+    if norm_prompt < len(prompts):
         raise InputError(
             f"{file}: column 'vector': expected unit-norm vectors, the embedding of prompt "
-            f"{prompts[bad[0]][:60]!r} has norm {norms[bad[0]]:.4f}"
+            f"{prompts[norm_prompt].as_py()[:60]!r} has norm {norm_value:.4f}"
         )
-    return np.ascontiguousarray(vectors), embedder
+    return vectors, embedder
+
+
+def _matrix(col: pa.FixedSizeListArray, dim: int) -> np.ndarray:
+    """A fixed-size-list<float32> array as a float32 [rows, dim] view of its buffer (a copy, with NaN for
+    null values, only when some value is null)."""
+    values = col.values.slice(col.offset * dim, len(col) * dim)
+    flat = values.to_numpy(zero_copy_only=not values.null_count)
+    return np.asarray(flat, dtype=np.float32).reshape(len(col), dim)
 
 
 def write_trace(table: pa.Table, path: Path) -> None:
