@@ -37,9 +37,9 @@ def main() -> None:
     args = parser.parse_args()
     base = experiment_from_data({}).base
     traces = [("tiny", load_trace(base.trace.path))]
-    synth = Path(__file__).resolve().parent.parent / "traces/synth/default.parquet"
-    if synth.exists():  # the default experiment's trace (make traces)
-        traces.append(("synth-20k", load_trace(synth)))
+    synth = Path(__file__).resolve().parent.parent / "traces/synth/text-20k.parquet"
+    if synth.exists():  # the text-mode synthetic trace (make trace-text)
+        traces.append(("synth-text-20k", load_trace(synth)))
     rows = []
     for (name, overrides), (trace_name, trace) in itertools.product(CASES.items(), traces):
         cfg = experiment_from_data(overrides).base

@@ -27,6 +27,7 @@ import dataclasses
 import json
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -44,15 +45,20 @@ from sim.workload.synth_config import SynthConfig, config_data, load_synth_confi
 TARGET_ROW = {1_500: 0.12, 15_000: 0.15, 150_000: 0.18, 1_500_000: 0.23}
 #: knob -> (lower, upper) bound of the search
 KNOBS: dict[str, tuple[float, float]] = {
-    "reuse.head_share": (0.0, 0.98),
+    "reuse.head_share": (0.0, 1.0),
+    "reuse.head_start_share": (0.0, 1.0),
     "reuse.new_topic": (0.02, 0.95),
     "reuse.gap_alpha": (0.05, 3.0),
     "reuse.head_topics": (10.0, 100_000.0),
 }
+#: the fitting loop's lists: longer than the run default (64), and exact for topics up to this many prompts,
+#: so that few lookups fall back to the (Python-level) exact search
+EVAL_LIST_CAP = 256
+EVAL_MAX_GROUP = 20_000
 DEFAULT_KNOBS = ("reuse.head_share", "reuse.head_topics", "reuse.gap_alpha", "reuse.new_topic")
 
 
-def topic_groups(prompts: list[str]) -> np.ndarray:
+def topic_groups(prompts: Iterable[str]) -> np.ndarray:
     """Topic of each distinct prompt of a vectors-mode trace, from its id ``v:<topic>:<n>``."""
     try:
         return np.array([int(p.split(":", 2)[1]) for p in prompts], dtype=np.int64)
@@ -119,9 +125,10 @@ def _with(cfg: SynthConfig, knobs: dict[str, float]) -> SynthConfig:
     return cfg
 
 
-def evaluate(cfg: SynthConfig, requests: int, seed: int, capacities: list[int], policy: str = "lcbfu",
-             work: Path | None = None) -> dict[int, float]:
-    """Compute saved per capacity for one generator config: generate, write, load, replay (sequential_fast)."""
+def evaluate(cfg: SynthConfig, requests: int, seed: int, capacities: list[int], policies: tuple[str, ...] = ("lcbfu",),
+             work: Path | None = None) -> dict[tuple[str, int], dict[str, float]]:
+    """Compute saved and hit rate per (policy, capacity) for one generator config: generate, write, load,
+    one set of lists, then a sequential_fast replay per point."""
     from sim.executors.sequential_fast import FastSequential
     from sim.experiments.build import build_scenario
     from sim.experiments.config import load_experiment
@@ -134,32 +141,33 @@ def evaluate(cfg: SynthConfig, requests: int, seed: int, capacities: list[int], 
         write_synth_trace(cfg, requests, seed, path, "vectors", None, None)
         trace = load_trace(path)
         groups = topic_groups(trace.prompts)
-        out: dict[int, float] = {}
+        out: dict[tuple[str, int], dict[str, float]] = {}
         cands: Candidates | None = None
-        for cap in capacities:
-            exp = load_experiment(resolve("experiments/paper/capacity.yaml"), [
-                ("trace.path", str(path)), ("cache.policy", policy), ("cache.capacity_noises", cap),
-                ("cache.retrieval", "exact_cosine"), ("run.executor", "sequential"),
-                ("sweep.cache.policy", [policy]),
-                ("sweep.cache.capacity_noises", [cap])])
-            ((_, run),) = exp.runs()
-            scenario, _ = build_scenario(run, trace)
-            # retrieval scoped to the topic: the same answers (no cross-topic pair reaches the floor), and
-            # the exact search a big topic's truncated lists fall back to reads only that topic's prompts
-            scenario = dataclasses.replace(scenario, requests=dataclasses.replace(
-                scenario.requests, partition=groups[trace.prompt_index]))
-            if cands is None:
-                floor = min(t.above for t in run.cache.thresholds)  # vectors: raw scale, no map
-                cands = grouped_candidates(trace.vectors, trace.prompt_index, groups, floor,
-                                           run.cache.candidates.max_candidates)
-            rec = FastSequential(cands).run(scenario)
-            out[cap] = float(summarize(rec, ks=run.cache.ks, gpu_kinds=scenario.gpu_kinds, cost=None,
-                                       timed=False)["compute_saved"])
+        for policy in policies:
+            for cap in capacities:
+                exp = load_experiment(resolve("experiments/paper/capacity.yaml"), [
+                    ("trace.path", str(path)), ("cache.policy", policy), ("cache.capacity_noises", cap),
+                    ("cache.retrieval", "exact_cosine"), ("run.executor", "sequential"),
+                    ("sweep.cache.policy", [policy]), ("sweep.cache.capacity_noises", [cap])])
+                ((_, run),) = exp.runs()
+                scenario, _ = build_scenario(run, trace)
+                # retrieval scoped to the topic: the same answers (no cross-topic pair reaches the floor), and
+                # the exact search a big topic's truncated lists fall back to reads only that topic's prompts
+                scenario = dataclasses.replace(scenario, requests=dataclasses.replace(
+                    scenario.requests, partition=groups[trace.prompt_index]))
+                if cands is None:
+                    floor = min(t.above for t in run.cache.thresholds)  # vectors: raw scale, no map
+                    cands = grouped_candidates(trace.vectors, trace.prompt_index, groups, floor,
+                                               EVAL_LIST_CAP, max_group=EVAL_MAX_GROUP)
+                rec = FastSequential(cands).run(scenario)
+                summary = summarize(rec, ks=run.cache.ks, gpu_kinds=scenario.gpu_kinds, cost=None, timed=False)
+                out[(policy, cap)] = {"compute_saved": float(summary["compute_saved"]),
+                                      "hit_rate": float(summary["hit_rate"])}
         return out
 
 
 def fit(base: SynthConfig, *, requests: int, seed: int, knobs: tuple[str, ...], max_evals: int, out: Path,
-        tolerance: float = 0.005) -> dict[str, Any]:
+        tolerance: float = 0.005, report: tuple[str, ...] = ()) -> dict[str, Any]:
     """Gauss-Newton on ``knobs`` over the four cells of the row, with forward differences; returns the
     evaluated point with the smallest largest error."""
     caps = list(TARGET_ROW)
@@ -171,7 +179,8 @@ def fit(base: SynthConfig, *, requests: int, seed: int, knobs: tuple[str, ...], 
 
     def run(xv: np.ndarray) -> np.ndarray:
         t0 = time.perf_counter()
-        saved = evaluate(_with(base, dict(zip(knobs, xv.tolist(), strict=True))), requests, seed, list(TARGET_ROW))
+        got = evaluate(_with(base, dict(zip(knobs, xv.tolist(), strict=True))), requests, seed, list(TARGET_ROW))
+        saved = {c: got[("lcbfu", c)]["compute_saved"] for c in TARGET_ROW}
         log.append({"knobs": dict(zip(knobs, [round(v, 6) for v in xv.tolist()], strict=True)),
                     "compute_saved": {str(c): round(v, 5) for c, v in saved.items()},
                     "seconds": round(time.perf_counter() - t0, 1)})
@@ -198,7 +207,11 @@ def fit(base: SynthConfig, *, requests: int, seed: int, knobs: tuple[str, ...], 
         err = float(np.abs(y - target).max())
         if err < best[0]:
             best = (err, x.copy())
-    result = {"best_knobs": dict(zip(knobs, best[1].tolist(), strict=True)), "max_abs_error": round(best[0], 5)}
+    result: dict[str, Any] = {"best_knobs": dict(zip(knobs, best[1].tolist(), strict=True)),
+                              "max_abs_error": round(best[0], 5)}
+    if report:  # the other policies at the best point: reported beside the fitted row, never fitted
+        got = evaluate(_with(base, result["best_knobs"]), requests, seed, list(TARGET_ROW), report)
+        result["table"] = {f"{p}@{c}": {k: round(v, 5) for k, v in got[(p, c)].items()} for p, c in got}
     _write(out, base, requests, seed, knobs, log, result)
     return result
 
@@ -229,6 +242,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     cmd.add_argument("--knobs", default=",".join(DEFAULT_KNOBS),
                      help=f"comma-separated knobs to fit, one per capacity in order (known: {', '.join(KNOBS)})")
     cmd.add_argument("--max-evals", type=int, default=12)
+    cmd.add_argument("--report", default="fifo,lru,lfu,lcbfu",
+                     help="policies to evaluate at the best point, all four capacities (reported, not fitted; '' for "
+                          "none)")
     cmd.add_argument("--out", required=True, help="folder for calibration.json (the log of every evaluation)")
     cmd.set_defaults(func=_cmd)
 
@@ -246,8 +262,14 @@ def _cmd(args: argparse.Namespace) -> int:
     base = load_synth_config(args.config)
     if base.vectors.model != "tree":
         raise ConfigError(f"{args.config}: vectors.model: expected 'tree' for calibration, got {base.vectors.model!r}")
+    from sim.cache.policies import POLICIES
+
+    report = tuple(p.strip() for p in args.report.split(",") if p.strip())
+    bad = [p for p in report if p not in POLICIES]
+    if bad:
+        raise ConfigError(f"--report: {bad[0]!r} is not a registered policy")
     result = fit(base, requests=args.requests, seed=args.seed, knobs=knobs, max_evals=args.max_evals,
-                 out=Path(args.out))
+                 out=Path(args.out), report=report)
     print(json.dumps(result, indent=2))
     print(f"wrote {Path(args.out) / 'calibration.json'}")
     return 0

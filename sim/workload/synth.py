@@ -166,8 +166,9 @@ def _realise_tree(sk: Skeleton, variant: np.ndarray, label: np.ndarray, vc: Vect
     """vectors.model tree: (ids, unit vectors, request -> row) for the START and REFINE requests.
 
     A new topic's START is a random direction; a START of a reused topic is its anchor's prompt rotated
-    to cosine start_high - (start_high - start_low) U^start_power; a REFINE with e edits is its parent
-    rotated to refine_retention^e + refine_spread (2U - 1). Rows are filled level by level of the forest."""
+    to cosine 1 - start_distance exp(start_sigma Z); a REFINE with e edits is its parent rotated to
+    1 - refine_distance e^refine_exponent exp(refine_sigma Z), Z ~ N(0, 1), cosines kept in [-1, 0.999].
+    Rows are filled level by level of the forest."""
     new = np.flatnonzero((sk.kind == START) | (sk.kind == REFINE))
     slot = np.full(len(sk), -1, dtype=np.int64)
     slot[new] = np.arange(len(new))
@@ -176,9 +177,10 @@ def _realise_tree(sk: Skeleton, variant: np.ndarray, label: np.ndarray, vc: Vect
     parent = np.where(is_start, new, variant[np.maximum(sk.source[new], 0)])
     parent[anchored] = variant[sk.anchor[new[anchored]]]
     parent_row = slot[parent]
-    u = rng.random(len(new))
-    s = np.minimum(vc.refine_retention ** sk.edits[new] + vc.refine_spread * (2 * u - 1), 0.999)
-    s[anchored] = vc.start_high - (vc.start_high - vc.start_low) * u[anchored] ** vc.start_power
+    z = rng.standard_normal(len(new))
+    dist = vc.refine_distance * sk.edits[new].astype(np.float64) ** vc.refine_exponent * np.exp(vc.refine_sigma * z)
+    dist[anchored] = vc.start_distance * np.exp(vc.start_sigma * z[anchored])
+    s = np.clip(1.0 - dist, -1.0, 0.999)
     level = depth_levels(parent_row)
     vectors = np.empty((len(new), vc.dim), dtype=np.float32)
     by_level = np.argsort(level, kind="stable")

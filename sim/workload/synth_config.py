@@ -155,11 +155,12 @@ class ReuseConfig:
     new_topic: float = 0.3
     gap_scale_requests: float = 1_000.0
     gap_alpha: float = 0.5
-    #: copy: an evergreen head — with probability head_share a segment that reuses (a START that does not
-    #: open a new topic, or a cross-user repeat) picks one of head_topics evergreen topics by Zipf(head_zipf)
-    #: instead of a gap: a START varies the topic's first prompt, a repeat copies it (assumption: prompts
-    #: that stay popular all month, such as shared templates; 0 = no head)
+    #: copy: an evergreen head — with probability head_share a cross-user repeat copies the first prompt of
+    #: one of head_topics evergreen topics, drawn by Zipf(head_zipf), instead of the request a gap earlier;
+    #: with probability head_start_share a START of a reused topic varies that prompt instead of its gap
+    #: anchor (assumption: prompts that stay popular all month, such as shared templates; 0 = no head)
     head_share: float = 0.0
+    head_start_share: float = 0.0
     head_topics: int = 1_000
     head_zipf: float = 1.0
 
@@ -171,7 +172,8 @@ class ReuseConfig:
             out.append(("head_topics", f"an integer in 1..{MAX_USERS}, got {self.head_topics}"))
         if not self.head_zipf >= 0:
             out.append(("head_zipf", f"a number >= 0, got {self.head_zipf}"))
-        return out + _probability(self, ("new_topic", "head_share")) + _positive(self, ("gap_scale_requests",
+        return out + _probability(self, ("new_topic", "head_share", "head_start_share")) + _positive(self, (
+            "gap_scale_requests",
                                                                                          "gap_alpha"))
 
 
@@ -268,27 +270,29 @@ class VectorConfig:
     #: scale the K table reads (CLIP's: no similarity map applies to vectors), and prompts of different
     #: topics are random directions (cosine ~ N(0, 1/dim): far below 0.65 at dim >= 128)
     model: str = "clusters"
-    #: tree, REFINE with e edits: s = refine_retention^e + refine_spread x (2U - 1), at most 0.999
-    #: (assumption: each word edit keeps about this much of the CLIP text cosine)
-    refine_retention: float = 0.93
-    refine_spread: float = 0.03
-    #: tree, a START that reuses a topic: s = start_high - (start_high - start_low) x U^start_power to
-    #: the anchor's prompt (assumption; below 0.65 the new prompt misses its anchor)
-    start_low: float = 0.5
-    start_high: float = 0.97
-    start_power: float = 1.0
+    #: tree, REFINE with e word edits: 1 - s = refine_distance x e^refine_exponent x exp(refine_sigma Z),
+    #: Z ~ N(0, 1), s capped to [-1, 0.999]. Defaults fitted to the text generator at 50K requests
+    #: (minilm mapped to CLIP; median 1 - s per refinement: 0.067 / 0.138 / 0.186 / 0.225 for 1-4
+    #: edits, 10-90% of one edit 0.016-0.196): traces/README.md gives the command and the figures
+    refine_distance: float = 0.067
+    refine_exponent: float = 0.9
+    refine_sigma: float = 1.0
+    #: tree, the first prompt of a reused topic to its anchor's: 1 - s = start_distance x exp(start_sigma Z)
+    #: (text generator, `starts.personalise_edits` = 2 edits of the anchor: median 1 - s 0.154, 10-90%
+    #: 0.054-0.344)
+    start_distance: float = 0.154
+    start_sigma: float = 0.75
 
     def problems(self) -> Problems:
         out: Problems = []
         if self.model not in ("clusters", "tree"):
             out.append(("model", f"'clusters' or 'tree', got {self.model!r}"))
-        for key in ("refine_retention", "start_high"):
-            if not 0 < getattr(self, key) < 1:
-                out.append((key, f"a number in (0, 1), got {getattr(self, key)}"))
-        if not -1 <= self.start_low <= self.start_high:
-            out.append(("start_low", f"a number in [-1, start_high], got {self.start_low}"))
-        if not 0 <= self.refine_spread < 1:
-            out.append(("refine_spread", f"a number in [0, 1), got {self.refine_spread}"))
+        for key in ("refine_distance", "start_distance"):
+            if not 0 < getattr(self, key) <= 2:
+                out.append((key, f"a cosine distance in (0, 2], got {getattr(self, key)}"))
+        for key in ("refine_exponent", "refine_sigma", "start_sigma"):
+            if not 0 <= getattr(self, key) <= 10:
+                out.append((key, f"a number in [0, 10], got {getattr(self, key)}"))
         for key in ("dim", "num_clusters"):
             if getattr(self, key) < 1:
                 out.append((key, f"an integer >= 1, got {getattr(self, key)}"))
@@ -296,7 +300,7 @@ class VectorConfig:
             out.append(("dim", f"an integer in 1..{MAX_VECTOR_DIM}, got {self.dim}"))
         elif self.num_clusters * self.dim > MAX_VECTOR_FLOATS:
             out.append(("num_clusters", f"num_clusters x dim <= 2**28 (1 GiB of centres), got {self.num_clusters}"))
-        return out + _positive(self, ("concentration", "refine_noise", "start_power"))
+        return out + _positive(self, ("concentration", "refine_noise"))
 
 
 @dataclass(frozen=True)
