@@ -271,7 +271,7 @@ class VectorConfig:
     #: topics are random directions (cosine ~ N(0, 1/dim): far below 0.65 at dim >= 128)
     model: str = "clusters"
     #: tree, REFINE with e word edits: 1 - s = refine_distance x e^refine_exponent x exp(refine_sigma Z),
-    #: Z ~ N(0, 1), s capped to [-1, 0.999]. Defaults fitted to the text generator at 50K requests
+    #: Z ~ N(0, 1), s capped to [-1, 0.999]. Defaults fitted to the text generator at 50K requests (copy, no head)
     #: (minilm mapped to CLIP; median 1 - s per refinement: 0.067 / 0.138 / 0.186 / 0.225 for 1-4
     #: edits, 10-90% of one edit 0.016-0.196): traces/README.md gives the command and the figures
     refine_distance: float = 0.067
