@@ -232,3 +232,8 @@ def test_tree_vectors_follow_the_text_generator_at_50k(tmp_path: Path) -> None:
     vec_ne = nearest_earlier(res.vectors, vid, reused)
     for q in (0.25, 0.5, 0.75):
         assert abs(float(np.nanquantile(text_ne, q)) - float(np.nanquantile(vec_ne, q))) < 0.07, q
+
+
+def test_a_head_nobody_picks_leaves_the_trace_valid() -> None:
+    res = generate(tree(16, head_share=1e-9, head_start_share=1e-9), 500, 1, "vectors")
+    assert len(res.skeleton) == 500

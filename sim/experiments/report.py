@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +29,29 @@ def report_run(folder: Path) -> None:
     write_text_atomic(folder / "summary.md", tables.run_markdown(summary))
     plots = folder / "plots"
     plots.mkdir(exist_ok=True)
-    for old in plots.glob("*.png"):
-        old.unlink()  # redrawn below; a plot this run cannot support must not survive from an earlier report
-    figures.latency_cdf(requests, plots / "latency_cdf.png")
+    drawn = {_replace_plot(plots, "latency_cdf.png", lambda out: figures.latency_cdf(requests, out))}
     if "k_histogram" in summary:
-        figures.k_histogram(summary, plots / "k_histogram.png")
+        drawn.add(_replace_plot(plots, "k_histogram.png", lambda out: figures.k_histogram(summary, out)))
     if {"arrival_s", "k_used"} <= present and len(requests):
-        figures.hit_rate_over_time(requests, plots / "hit_rate_over_time.png")
+        drawn.add(_replace_plot(plots, "hit_rate_over_time.png", lambda out: figures.hit_rate_over_time(requests, out)))
+    for old in plots.glob("*.png"):
+        if old.name not in drawn:
+            old.unlink()  # a plot this run cannot support must not survive from an earlier report
+
+
+def _replace_plot(plots: Path, name: str, draw: Callable[[Path], object]) -> str | None:
+    """Draw to a temporary file and rename it over ``name`` (returned; None when the figure drew nothing), so
+    a published run's plots are redrawn without a moment in which one is missing: a sweep killed during
+    its closing report leaves every run whole."""
+    tmp = plots / f".partial-{name}"
+    try:
+        draw(tmp)
+        if not tmp.is_file():
+            return None
+        os.replace(tmp, plots / name)
+        return name
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _get(row: pd.Series, *keys: str) -> Any:

@@ -242,6 +242,7 @@ def _copy_topics(cfg: SynthConfig, kind: np.ndarray, so: np.ndarray, cross: np.n
     back = _reach_back(starts, pareto_gaps(cfg, len(starts), n + 1, rng), rng)
     anchored = reuse & (back >= 0)
     anchor[starts[anchored]] = back[anchored]
+    pick = h = np.zeros(0, dtype=np.int64)
     if r.head_share > 0 or r.head_start_share > 0:
         # Evergreen head: the first segment to pick head topic h opens it (a new topic); later ones
         # anchor at (START) or copy (repeat) that first request.
@@ -249,6 +250,7 @@ def _copy_topics(cfg: SynthConfig, kind: np.ndarray, so: np.ndarray, cross: np.n
         p_head = np.r_[np.full(int(reuse.sum()), r.head_start_share), np.full(int((found >= 0).sum()), r.head_share)]
         pick = np.sort(seg[rng.random(len(seg)) < p_head])
         h = draw_ranks(zipf_cdf(r.head_topics, r.head_zipf), rng.random(len(pick)))
+    if len(pick):
         order = np.lexsort((pick, h))
         pick, h = pick[order], h[order]
         first = np.r_[True, h[1:] != h[:-1]]
