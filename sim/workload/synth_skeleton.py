@@ -229,9 +229,10 @@ def _copy_topics(cfg: SynthConfig, kind: np.ndarray, so: np.ndarray, cross: np.n
     request in session order). Fills ``anchor`` for the STARTs of reused topics.
 
     An offered repeat copies the request a Pareto gap earlier (_reach_back). A START opens a new topic
-    with probability new_topic, else anchors at the request a gap
-    earlier. A segment's topic is its anchor's (or copied request's) topic, so following segment owners
-    back ends at a new topic's START: topics are numbered in order of birth."""
+    with probability new_topic, else anchors at the request a gap earlier. The evergreen head then takes
+    a share of both (head_share of the repeats, head_start_share of the reusing STARTs). A segment's
+    topic is its anchor's (or copied request's) topic, so following segment owners back ends at a new
+    topic's START: topics are numbered in order of birth."""
     n = len(kind)
     idx = np.arange(n)
     r = cfg.reuse
