@@ -166,6 +166,10 @@ def test_calibrate_cli_logs_each_evaluation_and_refuses_bad_knobs(tmp_path: Path
                        "--knobs", "reuse.bogus", "--out", str(tmp_path / "c"))
     assert code == 2 and "--knobs" in err and "Traceback" not in err
     assert not (tmp_path / "c").exists()
+    (tmp_path / "file").write_text("x")
+    code, _, err = cli("trace", "calibrate", "--config", str(ROOT / "experiments/synth/ddb-2m.yaml"),
+                       "--out", str(tmp_path / "file"))
+    assert code == 2 and "is a file" in err and len(err.strip().splitlines()) == 1
     code, _, err = cli("trace", "calibrate", "--config", str(ROOT / "experiments/synth/ddb-2m.yaml"),
                          "--requests", "3000", "--knobs", "reuse.head_share", "--max-evals", "1", "--report", "lru",
                          "--out", str(tmp_path / "c"))

@@ -250,6 +250,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd(args: argparse.Namespace) -> int:
+    from sim.fileio import check_output_dir
+
+    check_output_dir(args.out)
     knobs = tuple(k.strip() for k in args.knobs.split(",") if k.strip())
     unknown = [k for k in knobs if k not in KNOBS]
     if unknown or not knobs or len(knobs) > len(TARGET_ROW) or len(set(knobs)) != len(knobs):
