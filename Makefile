@@ -37,7 +37,7 @@ run: $(VENV)/.runtime $(SYNTH_TRACE)  ## run the default experiment (capacity sw
 
 traces: $(SYNTH_TRACE)  ## build the default experiment's synthetic trace
 
-trace-2m: $(TRACE_2M)  ## build the calibrated 2M-request DiffusionDB-scale trace (~3 GB, about a minute)
+trace-2m: $(TRACE_2M)  ## build the calibrated 2M-request DiffusionDB-scale trace (~2.4 GB, about a minute)
 
 trace-text: $(TEXT_TRACE)  ## build the 20K-request text-mode trace (real prompts, minilm embeddings)
 
