@@ -118,10 +118,16 @@ def test_grouped_lists_equal_the_exact_precompute(tmp_path: Path) -> None:
     assert exact.truncated.any()
 
 
-def test_calibration_evaluator_equals_the_pipeline_with_exact_lists(tmp_path: Path) -> None:
+@pytest.mark.parametrize("max_group", [20_000, 5])
+def test_calibration_evaluator_equals_the_pipeline_with_exact_lists(tmp_path: Path, max_group: int,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """With every topic listed, and with most topics left to the exact search inside their partition."""
     from sim.experiments.config import load_experiment
     from sim.experiments.runner import simulate
+    from sim.workload import calibrate
     from sim.workload.calibrate import evaluate
+
+    monkeypatch.setattr(calibrate, "EVAL_MAX_GROUP", max_group)
 
     cfg = tree(128, head_share=0.3, head_topics=30)
     caps = [300, 3_000]

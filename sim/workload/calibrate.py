@@ -72,7 +72,8 @@ def grouped_candidates(vectors: np.ndarray, prompt_index: np.ndarray, group_of_p
     cosine >= floor, cosine descending, ties to the earlier first appearance, capped) computed within
     each group of prompts only — complete when no pair across groups reaches the floor. A group of more
     than ``max_group`` distinct prompts gets empty lists marked truncated: with the group as the retrieval
-    partition, the replay then searches its cached prompts exactly (a few, where most requests hit)."""
+    partition, the replay then searches that group's cached prompts exactly (slow in the largest topics at
+    large capacities, where most of an evaluation's time goes)."""
     n = len(prompt_index)
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     group = group_of_prompt[prompt_index]
