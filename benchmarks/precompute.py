@@ -1,13 +1,14 @@
 """Candidate precompute time, peak memory and agreement with the exact lists, per method and trace size.
 
-Generates (once, under benchmarks/out/) a deterministic clustered 384-d vectors trace with
-`trace synth --mode vectors` (seed 7, default generator except vectors.dim), then builds the
-candidate lists of its first N requests (one shared partition, floor 0.65 on the raw scale: synthetic
-vectors have no similarity map, M = 64) for each --runs entry METHOD:N, each in a fresh child
-process. The child reports the load's peak and resident size (load_trace with a limit reads only the
-first N requests and their embeddings; before 2026-12-01 it read every embedding), resets its peak
-(clear_refs) and reports the build's own peak (which includes the loaded trace). A method's lists are
-compared with the exact method's at the same N when both ran: the share of identical lists, of equal first candidates, and of exact entries found.
+Generates (once, under benchmarks/out/) a deterministic clustered 384-d vectors trace with `trace
+synth --mode vectors` (seed 7, default generator except vectors.dim), then builds the candidate
+lists of its first N requests (one shared partition, floor 0.65 on the raw scale: synthetic vectors
+have no similarity map, M = 64) for each --runs entry METHOD:N, each in a fresh child process. The
+child reports the load's peak and resident size (load_trace with a limit reads only the first N
+requests and their embeddings; before 2026-12-01 it read every embedding), resets its peak
+(clear_refs) and reports the build's own peak (which includes the loaded trace). A method's lists
+are compared with the exact method's at the same N when both ran: the share of identical lists, of
+equal first candidates, and of exact entries found.
 Writes benchmarks/out/precompute.json. Reported, never asserted.
 Usage: python benchmarks/precompute.py [--requests 2000000] [--runs ivf:200000,hnsw:200000,exact:100000]
 """
