@@ -16,7 +16,7 @@ import json
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -129,29 +129,41 @@ def _realise_vectors(sk: Skeleton, variant: np.ndarray, label: np.ndarray, vc: V
     A START is a member of its cluster: normalise(centre + g / sqrt(concentration)); a REFINE with e
     edits is normalise(parent + sqrt(e) * refine_noise * g), g ~ N(0, I / dim). Parents come first,
     so rows are filled level by level of the refinement forest."""
+    new, slot = _new_rows(sk)
+    parent = np.where(sk.kind[new] == START, new, variant[np.maximum(sk.source[new], 0)])
+    parent_row = slot[parent]
+    centres = _normalised(rng.standard_normal((vc.num_clusters, vc.dim)))
+    vectors = np.empty((len(new), vc.dim), dtype=np.float32)
+    scale = 1.0 / np.sqrt(vc.dim)
+    for d, r in _level_chunks(parent_row):
+        g = rng.standard_normal((len(r), vc.dim)) * scale
+        if d == 0:
+            base, step = centres[label[new[r]]], 1.0 / np.sqrt(vc.concentration)
+            vectors[r] = _normalised(base + step * g)
+        else:
+            step_e = vc.refine_noise * np.sqrt(sk.edits[new[r]])[:, None]
+            vectors[r] = _normalised(vectors[parent_row[r]] + step_e * g)
+    return _vector_ids(new, label), vectors, slot
+
+
+def _new_rows(sk: Skeleton) -> tuple[np.ndarray, np.ndarray]:
+    """(the START and REFINE requests, which make every new prompt; request -> their row or -1)."""
     new = np.flatnonzero((sk.kind == START) | (sk.kind == REFINE))
     slot = np.full(len(sk), -1, dtype=np.int64)
     slot[new] = np.arange(len(new))
-    parent = np.where(sk.kind[new] == START, new, variant[np.maximum(sk.source[new], 0)])
-    parent_row = slot[parent]
+    return new, slot
+
+
+def _level_chunks(parent_row: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """(depth, rows) of the forest ``parent_row`` level by level, parents before children, in chunks of
+    2^18 rows (bounded temporaries at 14M requests)."""
     level = depth_levels(parent_row)
-    centres = _normalised(rng.standard_normal((vc.num_clusters, vc.dim)))
-    vectors = np.empty((len(new), vc.dim), dtype=np.float32)
     by_level = np.argsort(level, kind="stable")
     bounds = np.searchsorted(level[by_level], np.arange(int(level.max()) + 2))
-    scale = 1.0 / np.sqrt(vc.dim)
     for d in range(len(bounds) - 1):
         rows = by_level[bounds[d] : bounds[d + 1]]
-        for lo in range(0, len(rows), 1 << 18):  # bounded temporaries at 14M requests
-            r = rows[lo : lo + (1 << 18)]
-            g = rng.standard_normal((len(r), vc.dim)) * scale
-            if d == 0:
-                base, step = centres[label[new[r]]], 1.0 / np.sqrt(vc.concentration)
-                vectors[r] = _normalised(base + step * g)
-            else:
-                step_e = vc.refine_noise * np.sqrt(sk.edits[new[r]])[:, None]
-                vectors[r] = _normalised(vectors[parent_row[r]] + step_e * g)
-    return _vector_ids(new, label), vectors, slot
+        for lo in range(0, len(rows), 1 << 18):
+            yield d, rows[lo : lo + (1 << 18)]
 
 
 def _rotated(parent: np.ndarray, s: np.ndarray, g: np.ndarray) -> np.ndarray:
@@ -169,9 +181,7 @@ def _realise_tree(sk: Skeleton, variant: np.ndarray, label: np.ndarray, vc: Vect
     to cosine 1 - start_distance exp(start_sigma Z); a REFINE with e edits is its parent rotated to
     1 - refine_distance e^refine_exponent exp(refine_sigma Z), Z ~ N(0, 1), cosines kept in [-1, 0.999].
     Rows are filled level by level of the forest."""
-    new = np.flatnonzero((sk.kind == START) | (sk.kind == REFINE))
-    slot = np.full(len(sk), -1, dtype=np.int64)
-    slot[new] = np.arange(len(new))
+    new, slot = _new_rows(sk)
     is_start = sk.kind[new] == START
     anchored = is_start & (sk.anchor[new] >= 0)
     parent = np.where(is_start, new, variant[np.maximum(sk.source[new], 0)])
@@ -181,20 +191,10 @@ def _realise_tree(sk: Skeleton, variant: np.ndarray, label: np.ndarray, vc: Vect
     dist = vc.refine_distance * sk.edits[new].astype(np.float64) ** vc.refine_exponent * np.exp(vc.refine_sigma * z)
     dist[anchored] = vc.start_distance * np.exp(vc.start_sigma * z[anchored])
     s = np.clip(1.0 - dist, -1.0, 0.999)
-    level = depth_levels(parent_row)
     vectors = np.empty((len(new), vc.dim), dtype=np.float32)
-    by_level = np.argsort(level, kind="stable")
-    bounds = np.searchsorted(level[by_level], np.arange(int(level.max()) + 2))
-    for d in range(len(bounds) - 1):
-        rows = by_level[bounds[d] : bounds[d + 1]]
-        for lo in range(0, len(rows), 1 << 18):  # bounded temporaries at 14M requests
-            r = rows[lo : lo + (1 << 18)]
-            g = rng.standard_normal((len(r), vc.dim))
-            if d == 0:
-                vectors[r] = _normalised(g)
-            else:
-                p = vectors[parent_row[r]].astype(np.float64)
-                vectors[r] = _rotated(p, s[r], g)
+    for d, r in _level_chunks(parent_row):
+        g = rng.standard_normal((len(r), vc.dim))
+        vectors[r] = _normalised(g) if d == 0 else _rotated(vectors[parent_row[r]].astype(np.float64), s[r], g)
     return _vector_ids(new, label), vectors, slot
 
 
