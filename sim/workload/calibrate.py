@@ -28,7 +28,6 @@ import json
 import tempfile
 import time
 from collections.abc import Iterable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,8 @@ from sim.fileio import write_text_atomic
 from sim.paths import resolve
 from sim.retrieval import cosine
 from sim.retrieval.precompute import Candidates, _partition_lists, _screen_exact
-from sim.workload.synth_config import SynthConfig, config_data, load_synth_config
+from sim.schema import set_dotted
+from sim.workload.synth_config import SynthConfig, config_data, load_synth_config, synth_config_from_data
 
 #: the paper's LCBFU row (NIRVANA, NSDI 2024, experiment (a); DESIGN.md §1)
 TARGET_ROW = {1_500: 0.12, 15_000: 0.15, 150_000: 0.18, 1_500_000: 0.23}
@@ -115,15 +115,11 @@ def grouped_candidates(vectors: np.ndarray, prompt_index: np.ndarray, group_of_p
 
 
 def _with(cfg: SynthConfig, knobs: dict[str, float]) -> SynthConfig:
+    """``cfg`` with the knobs set, validated by the generator config's own loader."""
+    data = config_data(cfg)
     for key, value in knobs.items():
-        section, field = key.split(".")
-        cast = int if field == "head_topics" else float
-        cfg = replace(cfg, **{section: replace(getattr(cfg, section), **{field: cast(round(value) if cast is int
-                                                                                     else value)})})
-    problems = cfg.problems() + [p for s in ("reuse", "vectors", "repeats") for p in getattr(cfg, s).problems()]
-    if problems:
-        raise ConfigError(f"calibrate: {problems[0][0]}: expected {problems[0][1]}")
-    return cfg
+        set_dotted(data, key, round(value) if key.endswith(".head_topics") else float(value))
+    return synth_config_from_data(data, "calibrate")
 
 
 def evaluate(cfg: SynthConfig, requests: int, seed: int, capacities: list[int], policies: tuple[str, ...] = ("lcbfu",),
@@ -142,6 +138,9 @@ def evaluate(cfg: SynthConfig, requests: int, seed: int, capacities: list[int], 
         write_synth_trace(cfg, requests, seed, path, "vectors", None, None)
         trace = load_trace(path)
         groups = topic_groups(trace.prompts)
+        # retrieval scoped to the topic: the same answers (no cross-topic pair reaches the floor), and the
+        # exact search a big topic's truncated lists fall back to reads only that topic's prompts
+        topic = groups[trace.prompt_index]
         out: dict[tuple[str, int], dict[str, float]] = {}
         cands: Candidates | None = None
         for policy in policies:
@@ -152,11 +151,9 @@ def evaluate(cfg: SynthConfig, requests: int, seed: int, capacities: list[int], 
                     ("sweep.cache.policy", [policy]), ("sweep.cache.capacity_noises", [cap])])
                 ((_, run),) = exp.runs()
                 scenario, _ = build_scenario(run, trace)
-                # retrieval scoped to the topic: the same answers (no cross-topic pair reaches the floor), and
-                # the exact search a big topic's truncated lists fall back to reads only that topic's prompts
-                scenario = dataclasses.replace(scenario, requests=dataclasses.replace(
-                    scenario.requests, partition=groups[trace.prompt_index]))
-                if cands is None:
+                scenario = dataclasses.replace(scenario, requests=dataclasses.replace(scenario.requests,
+                                                                                      partition=topic))
+                if cands is None:  # one set of lists: every point has the same trace and K table
                     floor = min(t.above for t in run.cache.thresholds)  # vectors: raw scale, no map
                     cands = grouped_candidates(trace.vectors, trace.prompt_index, groups, floor,
                                                EVAL_LIST_CAP, max_group=EVAL_MAX_GROUP)
