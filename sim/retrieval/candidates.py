@@ -45,10 +45,12 @@ class CandidateCosine(Retriever):
         self._entries_of: dict[int, list[int]] = {}
         self._prompt_of: dict[int, int] = {}
         if candidates is not None:
-            self._offsets = candidates.offsets
-            self._prompts = candidates.prompts
-            self._sims = candidates.sims
-            self._truncated = candidates.truncated
+            # Plain ndarray views of the memory-mapped lists: slicing a np.memmap builds a memmap object
+            # each time (5 per lookup, ~7% of an engine run); a view reads the same pages without it.
+            self._offsets = candidates.offsets.view(np.ndarray)
+            self._prompts = candidates.prompts.view(np.ndarray)
+            self._sims = candidates.sims.view(np.ndarray)
+            self._truncated = candidates.truncated.view(np.ndarray)
 
     def add(self, entry_id: int, vector: np.ndarray, text_key: int) -> None:
         self._exact.add(entry_id, vector, text_key)
