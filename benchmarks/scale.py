@@ -16,6 +16,7 @@ compile or cache load, shown in the notes). --profile POLICY:NOISES adds one cPr
 Prints one table and writes benchmarks/out/scale_<N>.json. Reported, never asserted.
 Usage: python benchmarks/scale.py [--requests 2000000] [--method ivf] [--gpus 24] [--only fast,engine,...]
        [--capacities 1500,15000] [--policies lcbfu] [--ref-cases lcbfu:1500] [--profile lcbfu:150000]
+       [--trace traces/synth/ddb-2m.parquet --lists-dir ~/.cache/nirvana-sim/candidates]
 """
 
 from __future__ import annotations
@@ -176,6 +177,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1, help="repeats of the libCacheSim case (median)")
     ap.add_argument("--only", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
     ap.add_argument("--profile", default="", help="POLICY:NOISES: cProfile that engine case (top by tottime)")
+    ap.add_argument("--trace", help="an existing canonical trace instead of the generated clustered one "
+                    "(e.g. traces/synth/ddb-2m.parquet from `make trace-2m`); --requests is then ignored")
+    ap.add_argument("--lists-dir", help="read candidate lists from this folder (e.g. the default cache "
+                    "~/.cache/nirvana-sim/candidates) instead of benchmarks/out/; not with the precompute stage")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -188,8 +193,18 @@ def main() -> None:
     stages = set(args.only.split(","))
     capacities = [int(c) for c in args.capacities.split(",")]
     policies = args.policies.split(",")
-    trace = str(ensure_trace(args.requests, args.dim))
-    lists_dir = str(OUT / f"scale_lists_{args.method}_{args.requests}")
+    if args.lists_dir and "precompute" in stages:
+        ap.error("--lists-dir reads existing lists; the precompute stage builds fresh ones in benchmarks/out/ "
+                 "(drop one of them)")
+    if args.trace:
+        if not Path(args.trace).is_file():
+            ap.error(f"--trace {args.trace}: no such file")
+        trace = str(Path(args.trace).resolve())
+        tag = Path(args.trace).stem
+    else:
+        trace, tag = str(ensure_trace(args.requests, args.dim)), str(args.requests)
+    lists_dir = str(Path(args.lists_dir).expanduser()) if args.lists_dir else str(
+        OUT / f"scale_lists_{args.method}_{tag}")
 
     def data(executor: str, policy: str, noises: int) -> dict[str, Any]:
         return run_data(trace, executor, policy, noises, args.method, lists_dir, args.gpus)
@@ -258,7 +273,7 @@ def main() -> None:
     report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
               "load_average": os.getloadavg(), "command": " ".join(sys.argv), "trace": trace,
               "method": args.method, "gpus": args.gpus, "rows": rows}
-    path = OUT / f"scale_{args.requests}.json"
+    path = OUT / f"scale_{tag}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {path}")
 

@@ -93,7 +93,11 @@ class Engine:
         env = simpy.Environment()
         for g in self._states:
             env.process(self._worker(env, g))
-        env.process(self._arrivals(env))
+        # Arrivals as a chain of callbacks, started like a process (URGENT at time 0), so that events are
+        # scheduled in the order the arrivals process gave.
+        self._arrival_list = self._req.arrival_s.tolist()
+        self._next_arrival = 0
+        _Start(env, partial(self._arrivals, env))
         # GPU workers loop forever: the run ends when every request is answered (and admitted).
         self._all_done = env.event()
         self._num_open = len(self._req)
@@ -105,12 +109,23 @@ class Engine:
         if self._num_open == 0 and self._all_done is not None:
             self._all_done.succeed()
 
-    def _arrivals(self, env: simpy.Environment) -> Generator[simpy.Event, None, None]:
-        for i, arrival_s in enumerate(self._req.arrival_s.tolist()):
-            wait = arrival_s - env.now
+    def _arrivals(self, env: simpy.Environment, _: simpy.Event) -> None:
+        """Start every request due now, then wait for the next arrival."""
+        times, i, n = self._arrival_list, self._next_arrival, len(self._arrival_list)
+        while i < n:
+            wait = times[i] - env.now
             if wait > 0:
-                yield env.timeout(wait)
+                self._next_arrival = i
+                env.timeout(wait).callbacks.append(partial(self._arrival, env, i))
+                return
             _Start(env, partial(self._start, env, i))
+            i += 1
+        self._next_arrival = n
+
+    def _arrival(self, env: simpy.Environment, i: int, _: simpy.Event) -> None:
+        _Start(env, partial(self._start, env, i))
+        self._next_arrival = i + 1
+        self._arrivals(env, _)
 
     # -- a request's lifecycle, as callbacks (no process per request) -------------------------------
     # Each stage schedules the next exactly where a process would have yielded, so events are created,
