@@ -124,3 +124,24 @@ def test_prompt_ids_outside_the_vectors_are_refused() -> None:
     store = _store("lru", "noise", lambda: ExactCosine(8), 150)
     with pytest.raises(ValueError, match=r"prompt_index outside Requests\.vectors"):
         FastSequential(cand).run(scenario(short, uniform_gpus(STEP, 1), mode=Nirvana(short, store)))
+
+
+@pytest.mark.parametrize(("batch", "window"), [(1, 50), (4, 7), (128, 20_000)])
+@pytest.mark.parametrize(("policy", "unit"), CASES)
+def test_batched_fallback_screens_equal_reference(policy: str, unit: str, batch: int, window: int,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fallbacks screened in batches (BLAS product, rows rewritten since rescreened, canonical cosine only near
+    the best) give the reference's records, ties included; here every fallback is screened."""
+    from sim.executors import sequential_fast
+
+    monkeypatch.setattr(sequential_fast, "SCREEN_MIN_ROWS", 1)
+    monkeypatch.setattr(sequential_fast, "SCREEN_BATCH", batch)
+    monkeypatch.setattr(sequential_fast, "SCREEN_WINDOW", window)
+    for capacity, cap, seed in ((60, 1, 2), (400, 2, 3)):
+        ref, fast, executor, _ = _pair(policy, unit, capacity, cap, seed, monkeypatch)
+        assert_same_records(ref, fast)
+        batches, screened = executor.screens
+        if replay_loop.COMPILED:
+            assert 0 < batches <= executor.stats["retrieval_exact_fallbacks"]
+            if batch > 1:
+                assert screened > batches  # later fallbacks were met in an earlier batch

@@ -223,7 +223,7 @@ def replay(start: int, forced_i: int, forced_slot: int, forced_raw: float, force
            part_head: Any, part_tail: Any, part_next: Any, part_prev: Any, part_count: Any, free: Any,
            nxt: Any, prv: Any, heap: Any, pos: Any, ka: Any, kb: Any, kc: Any, kd: Any, uses: Any,
            inow: Any, iseq: Any, mat: Any, prompt_row: Any, row_prompt: Any, row_refs: Any, row_free: Any,
-           slot_row: Any,
+           slot_row: Any, row_stamp: Any,
            r_outcome: Any, r_ksel: Any, r_kused: Any, r_hole: Any, r_matched: Any, r_sim: Any, r_raw: Any,
            r_admitted: Any, r_evicted: Any, r_gpu: Any, r_admit_s: Any) -> int:
     """Replay requests ``start``.. in order; return the first one that needs an exact fallback (its
@@ -402,6 +402,7 @@ def replay(start: int, forced_i: int, forced_slot: int, forced_raw: float, force
                 scal[ROW_TOP] -= 1
                 r = row_free[scal[ROW_TOP]]
                 mat[r, :] = vectors[pr, :]
+                row_stamp[r] = i  # the request whose admission wrote the row (batched fallback screens)
                 prompt_row[pr] = r
                 row_prompt[r] = pr
                 if r >= scal[ROW_HIGH]:

@@ -100,6 +100,8 @@ class FastSequential(Executor):
         self.candidates = candidates
         self.stats: dict[str, int] = {}
         self.matrix_rows = 0
+        #: (batched screens, requests screened in them) of the fallbacks over many rows
+        self.screens = (0, 0)
 
     def run(self, scenario: Scenario) -> Records:
         mode = scenario.mode
@@ -114,7 +116,7 @@ class FastSequential(Executor):
         listed = cand is not None
         cand = cand if cand is not None else exact_key_candidates(req)
         check_candidates(cand, req)
-        rec, num_fallbacks, self.matrix_rows = _replay(req, store, cand, listed=listed)
+        rec, num_fallbacks, self.matrix_rows, self.screens = _replay(req, store, cand, listed=listed)
         self.stats = {"retrieval_exact_fallbacks": num_fallbacks} if listed else {}
         busy = rec["service_s"]
         busy[:] = 0.0
@@ -204,11 +206,12 @@ def _num_rows(req: Requests, num_slots: int, listed: bool) -> int:
     return max(1, min(num_slots, distinct))
 
 
-def _replay(req: Requests, store: CacheStore, cand: Candidates, *, listed: bool) -> tuple[Records, int, int]:
-    """(records, exact fallbacks, rows of the fallback matrix written)."""
+def _replay(req: Requests, store: CacheStore, cand: Candidates, *, listed: bool,
+            ) -> tuple[Records, int, int, tuple[int, int]]:
+    """(records, exact fallbacks, rows of the fallback matrix written, (screen batches, requests screened))."""
     n = len(req)
     if n == 0:
-        return new_records(0), 0, 0
+        return new_records(0), 0, 0, (0, 0)
     ks = np.asarray(store.ks, dtype=np.int64)
     nk = len(ks)
     by_prompt = store.policy.unit == "prompt"
@@ -260,6 +263,7 @@ def _replay(req: Requests, store: CacheStore, cand: Candidates, *, listed: bool)
     prompt_row = np.full(len(vectors) if listed else 1, -1, i64)
     row_prompt, row_refs = np.zeros(num_rows, i64), np.zeros(num_rows, i64)
     slot_row = np.zeros(num_slots, i64)
+    row_stamp = np.zeros(num_rows, i64)
     scratch = np.zeros(num_slots, i64)
     num_fallbacks = 0
     forced = (-1, -1, 0.0, 0.0, 0)
@@ -270,13 +274,15 @@ def _replay(req: Requests, store: CacheStore, cand: Candidates, *, listed: bool)
     state: list[Any] = [scal, slot_entry, slot_mask, slot_pp, slot_part, slot_bytes, pp_head, pp_tail, pp_next,
                         pp_prev, part_head, part_tail, part_next, part_prev, part_count, free, nxt, prv, heap, pos,
                         ka, kb, kc, kd, uses, inow, iseq]
-    rows: list[Any] = [prompt_row, row_prompt, row_refs, row_free, slot_row]
+    rows: list[Any] = [prompt_row, row_prompt, row_refs, row_free, slot_row, row_stamp]
     outs: list[Any] = [rec[c] for c in _OUT_COLUMNS]
     if not replay_loop.COMPILED:  # plain Python indexes lists several times faster than numpy arrays
         inputs, state, rows, outs = ([a.tolist() for a in group] for group in (inputs, state, rows, outs))
     pp_codes = pp_prompt.astype(i64, copy=False) if listed else np.zeros(1, i64)
     scal, part_head, part_next, part_count, slot_row = state[0], state[10], state[12], state[14], rows[4]
     scale = store.similarity_scale
+    screen = _FallbackScreen(mat, vectors, req.prompt_index, offsets, cand_pp, truncated, state[6], rows[5]) \
+        if listed and replay_loop.COMPILED else None
     start = 0
     while True:
         stop = replay_loop.replay(start, *forced, *inputs, vectors, pp_codes, policy, by_prompt, cap_noises,
@@ -285,7 +291,8 @@ def _replay(req: Requests, store: CacheStore, cand: Candidates, *, listed: bool)
             if not replay_loop.COMPILED:
                 for c, values in zip(_OUT_COLUMNS, outs, strict=True):
                     rec[c][:] = values
-            return rec, num_fallbacks, int(scal[replay_loop.ROW_HIGH]) if listed else 0
+            screens = (screen.batches, screen.screened) if screen is not None else (0, 0)
+            return rec, num_fallbacks, int(scal[replay_loop.ROW_HIGH]) if listed else 0, screens
         # Exact fallback, as ExactCosine answers: the highest cosine, ties to the smallest entry id. The
         # canonical cosine of a row does not depend on its position, so one pass over every written row
         # gives each cached prompt's exact bits; a partition holding few of them (per-user scopes) gathers
@@ -295,7 +302,9 @@ def _replay(req: Requests, store: CacheStore, cand: Candidates, *, listed: bool)
         query = vectors[req.prompt_index[stop]]
         high = int(scal[replay_loop.ROW_HIGH])
         by_row = 2 * int(part_count[p]) >= high
-        if by_row:
+        if by_row and screen is not None and high >= SCREEN_MIN_ROWS:
+            sims = screen.sims(stop, high, p, part_head, part_next, slot_row)
+        elif by_row:
             sims = cosine.cosines(mat[:high], query)
         else:
             m = replay_loop.partition_rows(p, part_head, part_next, slot_row, scratch)
@@ -308,3 +317,78 @@ def _replay(req: Requests, store: CacheStore, cand: Candidates, *, listed: bool)
             sim = raw if scale is None else float(scale(raw))  # as CacheStore.access maps it
             forced = (stop, int(slot), raw, sim, store.table.select(sim))
         start = stop
+
+
+#: fallbacks over at least this many rows are screened in batches (below, one canonical pass is cheaper)
+SCREEN_MIN_ROWS = 4096
+#: requests screened together at most, and the screen's memory bound (floats)
+SCREEN_BATCH = 128
+SCREEN_MAX_FLOATS = 1 << 26
+#: how far ahead the screen looks for requests that will likely fall back
+SCREEN_WINDOW = 20_000
+
+
+class _FallbackScreen:
+    """Exact fallbacks over many rows, screened in batches.
+
+    A fallback scans every written row of the matrix with the canonical cosine, one memory-bound pass
+    per request. Here, when request i falls back, it and the next requests likely to fall back (their
+    list is truncated and none of its prompts is cached now) are screened together with one BLAS
+    product over the rows written so far. When request j then falls back, the rows written since its
+    screen (``row_stamp`` >= the screening request) are screened again, the best cached row's screened
+    value ``a`` gives a threshold ``a - 2 * margin`` (``margin`` bounds any two float32 summation orders,
+    cosine.screen_margin), and only rows at or above it get the canonical cosine; the others, -inf. Every
+    row whose canonical cosine could be the partition's best, or tie it, is above the threshold, so
+    ``best_slot`` over the result answers exactly as over the full canonical pass (tests/test_fast_fallback.py).
+    """
+
+    def __init__(self, mat: np.ndarray, vectors: np.ndarray, prompt_index: np.ndarray, offsets: np.ndarray,
+                 cand_pp: np.ndarray, truncated: np.ndarray, pp_head: np.ndarray, row_stamp: np.ndarray) -> None:
+        self.mat, self.vectors, self.prompt_index = mat, vectors, prompt_index
+        self.offsets, self.cand_pp, self.truncated = offsets, cand_pp, truncated
+        self.pp_head, self.row_stamp = pp_head, row_stamp
+        self.margin = np.float32(2 * cosine.screen_margin(mat.shape[1]))
+        self.pending: dict[int, tuple[np.ndarray, int]] = {}  # request -> (screened rows [0, high), at request)
+        self.batches = self.screened = 0
+
+    def _likely(self, i: int, limit: int) -> np.ndarray:
+        """Requests after i (within the window) whose truncated list has no prompt cached now."""
+        n = len(self.truncated)
+        js = i + 1 + np.flatnonzero(self.truncated[i + 1:min(n, i + 1 + SCREEN_WINDOW)])
+        if len(js) == 0 or limit <= 0:
+            return js[:0]
+        lo, hi = int(self.offsets[js[0]]), int(self.offsets[js[-1] + 1])
+        cached = np.zeros(hi - lo + 1, dtype=np.int64)
+        np.cumsum(self.pp_head[self.cand_pp[lo:hi]] >= 0, out=cached[1:])
+        any_cached = cached[self.offsets[js + 1] - lo] > cached[self.offsets[js] - lo]
+        return js[~any_cached][:limit]
+
+    def sims(self, i: int, high: int, p: int, part_head: np.ndarray, part_next: np.ndarray,
+             slot_row: np.ndarray) -> np.ndarray:
+        """Cosines per row [0, high) for request i's fallback: canonical where the best may be, else -inf."""
+        got = self.pending.pop(i, None)
+        if got is None:
+            self.pending.clear()  # one batch held at a time (those screened here not yet met are screened again)
+            batch = max(1, min(SCREEN_BATCH, SCREEN_MAX_FLOATS // high))
+            js = np.r_[i, self._likely(i, batch - 1)]
+            screened = self.vectors[self.prompt_index[js]] @ self.mat[:high].T  # float32 BLAS, not canonical
+            self.batches += 1
+            self.screened += len(js)
+            for k, j in enumerate(js[1:].tolist(), start=1):
+                self.pending[j] = (screened[k], i)
+            got = (screened[0], i)
+        approx, at_request = got
+        query = self.vectors[self.prompt_index[i]]
+        old = len(approx)
+        values = np.empty(high, dtype=np.float32)
+        values[:old] = approx
+        stale = np.flatnonzero(self.row_stamp[:old] >= at_request)  # rewritten since the screen
+        if len(stale):
+            values[stale] = self.mat[stale] @ query
+        if high > old:
+            values[old:] = self.mat[old:high] @ query
+        _, at = replay_loop.best_slot(p, values, True, part_head, part_next, slot_row)
+        near = np.flatnonzero(values >= values[at] - self.margin)
+        sims = np.full(high, -np.inf, dtype=np.float32)
+        sims[near] = cosine.cosines(self.mat[near], query)
+        return sims
