@@ -21,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 try:
     import numba
 
@@ -201,6 +203,66 @@ def best_slot(p: int, sims: Any, by_row: bool, part_head: Any, part_next: Any, s
         m += 1
         s = part_next[s]
     return best, at
+
+
+@jit
+def screen_near(p: int, approx: Any, old: int, at_request: int, row_stamp: Any, mat: Any, query: Any,
+                margin: float, part_head: Any, part_next: Any, slot_row: Any, vals: Any, out: Any) -> int:
+    """Rows of partition ``p``'s cached slots whose screened cosine is within ``margin`` of the best one.
+
+    ``approx`` holds a screened cosine per row for rows below ``old`` not rewritten since request
+    ``at_request`` (``row_stamp``); other rows are screened here, a float32 sum in index order (one more
+    summation order, so within cosine.screen_margin of the canonical value). Writes the rows to ``out``
+    (``vals`` is scratch, one value per slot of the partition) and returns how many (a row may repeat)."""
+    dim = mat.shape[1]
+    top = -np.inf
+    m = 0
+    s = part_head[p]
+    while s >= 0:
+        r = slot_row[s]
+        if r < old and row_stamp[r] < at_request:
+            v = approx[r]
+        else:
+            acc = np.float32(0.0)
+            for d in range(dim):
+                acc += mat[r, d] * query[d]
+            v = acc
+        vals[m] = v
+        if v > top:
+            top = v
+        m += 1
+        s = part_next[s]
+    k = 0
+    m = 0
+    s = part_head[p]
+    while s >= 0:
+        if vals[m] >= top - margin:
+            out[k] = slot_row[s]
+            k += 1
+        m += 1
+        s = part_next[s]
+    return k
+
+
+@jit
+def best_near(p: int, rows: Any, canon: Any, row_mark: Any, part_head: Any, part_next: Any,
+              slot_row: Any) -> tuple[int, Any]:
+    """``best_slot`` over the canonical cosines ``canon`` of ``rows`` only (every other row of the partition
+    is known to be lower): (slot, cosine), ties to the oldest entry. ``row_mark`` is -1 everywhere, and is
+    left so."""
+    for k in range(len(rows)):
+        row_mark[rows[k]] = k
+    best = -1
+    top = np.float32(0.0)
+    s = part_head[p]
+    while s >= 0:
+        k = row_mark[slot_row[s]]
+        if k >= 0 and (best < 0 or canon[k] > top):
+            best, top = s, canon[k]
+        s = part_next[s]
+    for k in range(len(rows)):
+        row_mark[rows[k]] = -1
+    return best, top
 
 
 @jit

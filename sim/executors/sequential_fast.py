@@ -303,14 +303,15 @@ def _replay(req: Requests, store: CacheStore, cand: Candidates, *, listed: bool,
         high = int(scal[replay_loop.ROW_HIGH])
         by_row = 2 * int(part_count[p]) >= high
         if by_row and screen is not None and high >= SCREEN_MIN_ROWS:
-            sims = screen.sims(stop, high, p, part_head, part_next, slot_row)
-        elif by_row:
-            sims = cosine.cosines(mat[:high], query)
+            slot, raw = screen.best(stop, high, p, part_head, part_next, slot_row)
         else:
-            m = replay_loop.partition_rows(p, part_head, part_next, slot_row, scratch)
-            sims = cosine.cosines(mat[scratch[:m]], query)
-        slot, at = replay_loop.best_slot(p, sims, by_row, part_head, part_next, slot_row)
-        raw = float(sims[at])
+            if by_row:
+                sims = cosine.cosines(mat[:high], query)
+            else:
+                m = replay_loop.partition_rows(p, part_head, part_next, slot_row, scratch)
+                sims = cosine.cosines(mat[scratch[:m]], query)
+            slot, at = replay_loop.best_slot(p, sims, by_row, part_head, part_next, slot_row)
+            raw = float(sims[at])
         if raw < cand.floor:  # as a complete list would say: nothing above the floor, whatever the cap
             forced = (stop, -1, float("nan"), float("nan"), 0)
         else:
@@ -349,6 +350,9 @@ class _FallbackScreen:
         self.pp_head, self.row_stamp = pp_head, row_stamp
         self.margin = np.float32(2 * cosine.screen_margin(mat.shape[1]))
         self.pending: dict[int, tuple[np.ndarray, int]] = {}  # request -> (screened rows [0, high), at request)
+        self.vals = np.zeros(0, dtype=np.float32)  # scratch of screen_near, one value per slot
+        self.near = np.zeros(0, dtype=np.int64)
+        self.row_mark = np.full(len(mat), -1, dtype=np.int64)  # scratch of best_near
         self.batches = self.screened = 0
 
     def _likely(self, i: int, limit: int) -> np.ndarray:
@@ -363,9 +367,10 @@ class _FallbackScreen:
         any_cached = cached[self.offsets[js + 1] - lo] > cached[self.offsets[js] - lo]
         return js[~any_cached][:limit]
 
-    def sims(self, i: int, high: int, p: int, part_head: np.ndarray, part_next: np.ndarray,
-             slot_row: np.ndarray) -> np.ndarray:
-        """Cosines per row [0, high) for request i's fallback: canonical where the best may be, else -inf."""
+    def best(self, i: int, high: int, p: int, part_head: np.ndarray, part_next: np.ndarray,
+             slot_row: np.ndarray) -> tuple[int, float]:
+        """Request i's fallback: (best cached slot of partition p, its canonical cosine), as best_slot over
+        the canonical cosines of every row [0, high) would give."""
         got = self.pending.pop(i, None)
         if got is None:
             self.pending.clear()  # one batch held at a time (those screened here not yet met are screened again)
@@ -379,16 +384,12 @@ class _FallbackScreen:
             got = (screened[0], i)
         approx, at_request = got
         query = self.vectors[self.prompt_index[i]]
-        old = len(approx)
-        values = np.empty(high, dtype=np.float32)
-        values[:old] = approx
-        stale = np.flatnonzero(self.row_stamp[:old] >= at_request)  # rewritten since the screen
-        if len(stale):
-            values[stale] = self.mat[stale] @ query
-        if high > old:
-            values[old:] = self.mat[old:high] @ query
-        _, at = replay_loop.best_slot(p, values, True, part_head, part_next, slot_row)
-        near = np.flatnonzero(values >= values[at] - self.margin)
-        sims = np.full(high, -np.inf, dtype=np.float32)
-        sims[near] = cosine.cosines(self.mat[near], query)
-        return sims
+        if len(self.vals) < len(slot_row):
+            self.vals = np.zeros(len(slot_row), dtype=np.float32)
+            self.near = np.zeros(len(slot_row), dtype=np.int64)
+        m = replay_loop.screen_near(p, approx, len(approx), at_request, self.row_stamp, self.mat, query,
+                                    self.margin, part_head, part_next, slot_row, self.vals, self.near)
+        near = self.near[:m]
+        canon = cosine.cosines(self.mat[near], query)
+        slot, raw = replay_loop.best_near(p, near, canon, self.row_mark, part_head, part_next, slot_row)
+        return int(slot), float(raw)
