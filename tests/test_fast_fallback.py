@@ -54,9 +54,12 @@ def _store(policy: str, unit: str, retriever: Any, capacity: int) -> CacheStore:
 
 
 def _pair(policy: str, unit: str, capacity: int, cap: int, seed: int,
-          monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any, FastSequential, int]:
+          monkeypatch: pytest.MonkeyPatch, one_partition: bool = False) -> tuple[Any, Any, FastSequential, int]:
     """(reference records as lists see them, fast records, the fast executor, fallbacks that gathered rows)."""
     req = _requests(seed)
+    if one_partition:
+        req = Requests(**{**{f: getattr(req, f) for f in Requests.__dataclass_fields__},
+                          "partition": np.full(len(req), 7, dtype=np.int64)})
     gpus = uniform_gpus(STEP, 1)
     ref = EXECUTORS.get("sequential")().run(
         scenario(req, gpus, mode=Nirvana(req, _store(policy, unit, lambda: CanonicalCosine(8), capacity))))
@@ -126,22 +129,34 @@ def test_prompt_ids_outside_the_vectors_are_refused() -> None:
         FastSequential(cand).run(scenario(short, uniform_gpus(STEP, 1), mode=Nirvana(short, store)))
 
 
+@pytest.mark.parametrize("one_partition", [False, True])
 @pytest.mark.parametrize(("batch", "window"), [(1, 50), (4, 7), (128, 20_000)])
 @pytest.mark.parametrize(("policy", "unit"), CASES)
-def test_batched_fallback_screens_equal_reference(policy: str, unit: str, batch: int, window: int,
+def test_batched_fallback_screens_equal_reference(policy: str, unit: str, batch: int, window: int, one_partition: bool,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Fallbacks screened in batches (BLAS product, rows rewritten since rescreened, canonical cosine only near
-    the best) give the reference's records, ties included; here every fallback is screened."""
+    the best) give the reference's records, ties included; here every fallback is screened. With one partition
+    the screen scans the referenced rows instead of walking the partition's slots."""
     from sim.executors import sequential_fast
 
     monkeypatch.setattr(sequential_fast, "SCREEN_MIN_ROWS", 1)
     monkeypatch.setattr(sequential_fast, "SCREEN_BATCH", batch)
     monkeypatch.setattr(sequential_fast, "SCREEN_WINDOW", window)
+    scans: list[int] = []
+    inner = replay_loop.screen_rows
+
+    def counted(*args: Any) -> int:
+        scans.append(1)
+        return int(inner(*args))
+
+    monkeypatch.setattr(replay_loop, "screen_rows", counted)
     for capacity, cap, seed in ((60, 1, 2), (400, 2, 3)):
-        ref, fast, executor, _ = _pair(policy, unit, capacity, cap, seed, monkeypatch)
+        ref, fast, executor, _ = _pair(policy, unit, capacity, cap, seed, monkeypatch, one_partition)
         assert_same_records(ref, fast)
         batches, screened = executor.screens
         if replay_loop.COMPILED:
             assert 0 < batches <= executor.stats["retrieval_exact_fallbacks"]
             if batch > 1:
                 assert screened > batches  # later fallbacks were met in an earlier batch
+    if replay_loop.COMPILED:
+        assert bool(scans) == one_partition  # the row scan serves exactly the one-partition stores

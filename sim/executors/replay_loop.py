@@ -245,6 +245,50 @@ def screen_near(p: int, approx: Any, old: int, at_request: int, row_stamp: Any, 
 
 
 @jit
+def screen_rows(approx: Any, old: int, at_request: int, row_stamp: Any, row_refs: Any, high: int, mat: Any,
+                query: Any, margin: float, vals: Any, out: Any) -> int:
+    """screen_near for a store with one partition: its cached prompts are the rows still referenced, so the
+    rows [0, high) are scanned in order instead of walking the slots' list."""
+    dim = mat.shape[1]
+    top = -np.inf
+    for r in range(high):
+        if row_refs[r] <= 0:
+            continue
+        if r < old and row_stamp[r] < at_request:
+            v = approx[r]
+        else:
+            acc = np.float32(0.0)
+            for d in range(dim):
+                acc += mat[r, d] * query[d]
+            v = acc
+        vals[r] = v
+        if v > top:
+            top = v
+    k = 0
+    for r in range(high):
+        if row_refs[r] > 0 and vals[r] >= top - margin:
+            out[k] = r
+            k += 1
+    return k
+
+
+@jit
+def best_row(rows: Any, canon: Any, row_prompt: Any, prompt_pp: Any, pp_head: Any, slot_entry: Any,
+             ) -> tuple[int, Any]:
+    """best_slot of a one-partition store over the canonical cosines ``canon`` of ``rows`` only: a row's
+    candidate is its prompt's oldest cached entry; the highest cosine wins, ties to the smallest entry id."""
+    best = -1
+    top = np.float32(0.0)
+    best_entry = 0
+    for k in range(len(rows)):
+        s = pp_head[prompt_pp[row_prompt[rows[k]]]]
+        e = slot_entry[s]
+        if best < 0 or canon[k] > top or (canon[k] == top and e < best_entry):
+            best, top, best_entry = s, canon[k], e
+    return best, top
+
+
+@jit
 def best_near(p: int, rows: Any, canon: Any, row_mark: Any, part_head: Any, part_next: Any,
               slot_row: Any) -> tuple[int, Any]:
     """``best_slot`` over the canonical cosines ``canon`` of ``rows`` only (every other row of the partition

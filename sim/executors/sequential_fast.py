@@ -283,6 +283,10 @@ def _replay(req: Requests, store: CacheStore, cand: Candidates, *, listed: bool,
     scale = store.similarity_scale
     screen = _FallbackScreen(mat, vectors, req.prompt_index, offsets, cand_pp, truncated, state[6], rows[5]) \
         if listed and replay_loop.COMPILED else None
+    if screen is not None and int(part.min()) == int(part.max()):  # one partition: rows are its prompts
+        prompt_pp = np.full(len(vectors), -1, dtype=i64)
+        prompt_pp[req.prompt_index] = req_pp
+        screen.one_partition(rows[1], rows[2], prompt_pp, state[1])
     start = 0
     while True:
         stop = replay_loop.replay(start, *forced, *inputs, vectors, pp_codes, policy, by_prompt, cap_noises,
@@ -353,7 +357,14 @@ class _FallbackScreen:
         self.vals = np.zeros(0, dtype=np.float32)  # scratch of screen_near, one value per slot
         self.near = np.zeros(0, dtype=np.int64)
         self.row_mark = np.full(len(mat), -1, dtype=np.int64)  # scratch of best_near
+        self.single: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
         self.batches = self.screened = 0
+
+    def one_partition(self, row_prompt: np.ndarray, row_refs: np.ndarray, prompt_pp: np.ndarray,
+                      slot_entry: np.ndarray) -> None:
+        """The store has one partition: scan the referenced rows in order (screen_rows, best_row) rather
+        than walk the slots' list, whose order in memory grows random as slots are recycled."""
+        self.single = (row_prompt, row_refs, prompt_pp, slot_entry)
 
     def _likely(self, i: int, limit: int) -> np.ndarray:
         """Requests after i (within the window) whose truncated list has no prompt cached now."""
@@ -384,6 +395,17 @@ class _FallbackScreen:
             got = (screened[0], i)
         approx, at_request = got
         query = self.vectors[self.prompt_index[i]]
+        if self.single is not None:
+            row_prompt, row_refs, prompt_pp, slot_entry = self.single
+            if len(self.vals) < len(self.mat):
+                self.vals = np.zeros(len(self.mat), dtype=np.float32)
+                self.near = np.zeros(len(self.mat), dtype=np.int64)
+            m = replay_loop.screen_rows(approx, len(approx), at_request, self.row_stamp, row_refs, high, self.mat,
+                                        query, self.margin, self.vals, self.near)
+            near = self.near[:m]
+            slot, raw = replay_loop.best_row(near, cosine.cosines(self.mat[near], query), row_prompt, prompt_pp,
+                                             self.pp_head, slot_entry)
+            return int(slot), float(raw)
         if len(self.vals) < len(slot_row):
             self.vals = np.zeros(len(slot_row), dtype=np.float32)
             self.near = np.zeros(len(slot_row), dtype=np.int64)
