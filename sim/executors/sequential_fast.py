@@ -324,8 +324,10 @@ def _replay(req: Requests, store: CacheStore, cand: Candidates, *, listed: bool,
         start = stop
 
 
-#: fallbacks over at least this many rows are screened in batches (below, one canonical pass is cheaper)
-SCREEN_MIN_ROWS = 4096
+#: fallbacks over at least this many rows are screened in batches (below, one canonical pass is cheaper).
+#: Measured on the 2M calibrated trace: FIFO 1,500 (<= 300 rows) 18.3 s unscreened, 38.2 s screened; FIFO
+#: 15,000 (<= 3,000 rows) 60.7 s unscreened, 50.2 s screened (benchmarks/README.md, session 4)
+SCREEN_MIN_ROWS = 1024
 #: requests screened together at most, and the screen's memory bound (floats)
 SCREEN_BATCH = 128
 SCREEN_MAX_FLOATS = 1 << 26
