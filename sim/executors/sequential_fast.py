@@ -3,7 +3,8 @@
 The loop is sim/executors/replay_loop.py; this file checks that a scenario is one it serves (NIRVANA,
 exact-key retrieval or precomputed candidate lists, a registered policy), builds the arrays and the
 records, and runs the exact fallback a truncated candidate list needs: the canonical cosine over the
-loop's contiguous matrix of cached prompts' vectors (no gather), the best slot picked in compiled code.
+loop's contiguous matrix of cached prompts' vectors (no gather), the best slot picked in compiled code;
+over many rows, screened in batches with one BLAS product first (``_FallbackScreen``), same answers.
 """
 
 from __future__ import annotations
@@ -344,9 +345,12 @@ class _FallbackScreen:
     product over the rows written so far. When request j then falls back, the rows written since its
     screen (``row_stamp`` >= the screening request) are screened again, the best cached row's screened
     value ``a`` gives a threshold ``a - 2 * margin`` (``margin`` bounds any two float32 summation orders,
-    cosine.screen_margin), and only rows at or above it get the canonical cosine; the others, -inf. Every
-    row whose canonical cosine could be the partition's best, or tie it, is above the threshold, so
-    ``best_slot`` over the result answers exactly as over the full canonical pass (tests/test_fast_fallback.py).
+    cosine.screen_margin), and only the cached rows at or above it get the canonical cosine. Every row
+    whose canonical cosine could be the partition's best, or tie it, is above the threshold, so the best
+    of those rows (highest cosine, ties to the oldest entry) is what best_slot over the full canonical
+    pass would answer (tests/test_fast_fallback.py). The cached rows are found by walking the partition's
+    slots (screen_near, best_near), or, with one partition, by scanning the referenced rows in order
+    (screen_rows, best_row).
     """
 
     def __init__(self, mat: np.ndarray, vectors: np.ndarray, prompt_index: np.ndarray, offsets: np.ndarray,
