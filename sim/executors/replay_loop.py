@@ -248,7 +248,10 @@ def screen_near(p: int, approx: Any, old: int, at_request: int, row_stamp: Any, 
 def screen_rows(approx: Any, old: int, at_request: int, row_stamp: Any, row_refs: Any, high: int, mat: Any,
                 query: Any, margin: float, vals: Any, out: Any) -> int:
     """screen_near for a store with one partition: its cached prompts are the rows still referenced, so the
-    rows [0, high) are scanned in order instead of walking the slots' list."""
+    rows [0, high) are scanned in order instead of walking the slots' list.
+
+    The screened value is computed inline here as in screen_near, on purpose: moving it into a shared
+    jitted helper (also with inline="always") made FIFO 15,000 on the 2M trace 49 s -> 104-117 s, measured."""
     dim = mat.shape[1]
     top = -np.inf
     for r in range(high):

@@ -360,7 +360,7 @@ class _FallbackScreen:
         self.pp_head, self.row_stamp = pp_head, row_stamp
         self.margin = np.float32(2 * cosine.screen_margin(mat.shape[1]))
         self.pending: dict[int, tuple[np.ndarray, int]] = {}  # request -> (screened rows [0, high), at request)
-        self.vals = np.zeros(0, dtype=np.float32)  # scratch of screen_near, one value per slot
+        self.vals = np.zeros(0, dtype=np.float32)  # scratch of the screen: a value per slot, or per row
         self.near = np.zeros(0, dtype=np.int64)
         self.row_mark = np.full(len(mat), -1, dtype=np.int64)  # scratch of best_near
         self.single: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
@@ -401,20 +401,18 @@ class _FallbackScreen:
             got = (screened[0], i)
         approx, at_request = got
         query = self.vectors[self.prompt_index[i]]
+        size = len(self.mat) if self.single is not None else len(slot_row)  # one scratch value per row, or slot
+        if len(self.vals) < size:
+            self.vals = np.zeros(size, dtype=np.float32)
+            self.near = np.zeros(size, dtype=np.int64)
         if self.single is not None:
             row_prompt, row_refs, prompt_pp, slot_entry = self.single
-            if len(self.vals) < len(self.mat):
-                self.vals = np.zeros(len(self.mat), dtype=np.float32)
-                self.near = np.zeros(len(self.mat), dtype=np.int64)
             m = replay_loop.screen_rows(approx, len(approx), at_request, self.row_stamp, row_refs, high, self.mat,
                                         query, self.margin, self.vals, self.near)
             near = self.near[:m]
             slot, raw = replay_loop.best_row(near, cosine.cosines(self.mat[near], query), row_prompt, prompt_pp,
                                              self.pp_head, slot_entry)
             return int(slot), float(raw)
-        if len(self.vals) < len(slot_row):
-            self.vals = np.zeros(len(slot_row), dtype=np.float32)
-            self.near = np.zeros(len(slot_row), dtype=np.int64)
         m = replay_loop.screen_near(p, approx, len(approx), at_request, self.row_stamp, self.mat, query,
                                     self.margin, part_head, part_next, slot_row, self.vals, self.near)
         near = self.near[:m]
