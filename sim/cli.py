@@ -51,7 +51,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("results") / experiment.base.name
     results = run_experiment(experiment, out, overwrite=args.overwrite, resume=args.resume, jobs=args.jobs,
                              progress=not args.quiet, recompute_changed=args.recompute_changed,
-                             executor=args.sweep_executor, cluster=args.cluster)
+                             executor=args.sweep_executor, cluster=args.cluster, sources=(Path(args.experiment),))
     if not args.quiet:
         for name, s in results:
             lat = s["latency_s"]

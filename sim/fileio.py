@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -193,6 +193,30 @@ def write_text_atomic(path: Path, text: str) -> None:
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
+
+
+def check_replaceable(out: Path, inputs: Sequence[Path], foreign: Callable[[Path], str | None], what: str,
+                      flag: str = "--out") -> None:
+    """Refuse to delete folder ``out`` (for ``--overwrite``) unless it is a folder this tool made for the same
+    kind of output: ``foreign(out)`` names what in it is not such output (None: all of it is), and no input
+    of the command (``inputs``) may lie in it or be it. Raises InputError naming the entry or the input."""
+    if not out.is_dir():
+        return
+    for src in inputs:
+        if _within(src, out):
+            raise InputError(f"{flag} {out}: refusing to replace it: it holds an input of this command ({src})")
+    why = foreign(out)
+    if why is not None:
+        raise InputError(f"{flag} {out}: refusing to replace it: not a folder of {what} ({why})")
+
+
+def _within(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies under it (symbolic links resolved)."""
+    try:
+        path, folder = path.resolve(), folder.resolve()
+    except OSError:
+        path, folder = path.absolute(), folder.absolute()
+    return path == folder or folder in path.parents
 
 
 def same_file(a: Path, b: Path) -> bool:

@@ -8,3 +8,6 @@ MAX_CAPACITY_NOISES = 2**40
 MAX_CAPACITY_BYTES = 2**60
 MAX_LATENT_CHANNELS = 1_024
 MAX_VAE_SCALE = 1_024
+#: the longest run-folder name: Linux file systems (ext4, xfs, tmpfs) take 255-byte names, and a run is written
+#: first as ``.NAME.partial`` (10 bytes more)
+MAX_RUN_FOLDER_NAME_BYTES = 255 - len("..partial")

@@ -76,6 +76,24 @@ def test_overwrite_refuses_foreign_folder(cli: Cli, tmp_path: Path) -> None:
     assert (foreign / "thesis.tex").read_text() == "precious"
 
 
+def test_overwrite_refuses_a_results_folder_holding_an_input(cli: Cli, tmp_path: Path) -> None:
+    """A results folder that holds the experiment YAML or the trace it reads is never deleted by --overwrite."""
+    from tests.conftest import TINY_TRACE
+
+    out = tmp_path / "out"
+    assert cli("run", _experiment(tmp_path), "--out", str(out), *SMALL)[0] == 0
+    inner = out / "exp.yaml"
+    inner.write_text("name: t\ncache: {capacity_noises: 200}\n")
+    code, _, err = cli("run", str(inner), "--out", str(out), "--overwrite", *SMALL)
+    assert code == 2 and "holds an input" in err and str(inner) in err and inner.is_file()
+    inner.unlink()
+    for name in ("trace.parquet", "trace.embeddings.parquet"):
+        shutil.copy(TINY_TRACE.with_name(name), out / name)
+    code, _, err = cli("run", _experiment(tmp_path), "--out", str(out), "--overwrite",
+                       "--set", f"trace.path={out / 'trace.parquet'}", *SMALL)
+    assert code == 2 and "holds an input" in err and (out / "trace.parquet").is_file() and (out / "run").is_dir()
+
+
 def test_resume_keeps_finished_runs(cli: Cli, tmp_path: Path) -> None:
     exp = _experiment(tmp_path, "name: t\nsweep:\n  cache.capacity_noises: [100, 300]\n")
     out = tmp_path / "out"

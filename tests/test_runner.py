@@ -85,6 +85,27 @@ def test_resume_recomputes_torn_runs_and_keeps_whole_ones(cli: Cli, tmp_path: Pa
     assert os.stat(a / "config.yaml").st_mtime_ns == keep  # whole runs are kept
 
 
+def _untimed(executor: str) -> tuple[str, ...]:
+    fast = ("--set", "cache.retrieval=candidates") if executor == "sequential_fast" else ()
+    return ("--set", f"run.executor={executor}", *fast)
+
+
+@pytest.mark.parametrize("executor", ["sequential", "sequential_fast"])
+def test_resume_keeps_finished_untimed_runs(cli: Cli, tmp_path: Path, executor: str) -> None:
+    """An untimed run has no latency CDF; its documented files follow from its summary, so --resume keeps it."""
+    out = tmp_path / "out"
+    assert _sweep(cli, tmp_path, out, *_untimed(executor))[0] == 0
+    a = out / "cache.capacity_noises=300"
+    assert not (a / "plots" / "latency_cdf.png").exists() and (a / "plots" / "k_histogram.png").is_file()
+    stamps = {p: os.stat(p / "config.yaml").st_mtime_ns for p in out.glob("cache.capacity_noises=*")}
+    assert _sweep(cli, tmp_path, out, *_untimed(executor), "--resume")[0] == 0
+    assert {p: os.stat(p / "config.yaml").st_mtime_ns for p in stamps} == stamps  # nothing recomputed
+    (a / "plots" / "k_histogram.png").unlink()  # a plot the run does have, missing: torn, recomputed
+    assert _sweep(cli, tmp_path, out, *_untimed(executor), "--resume")[0] == 0
+    assert os.stat(a / "config.yaml").st_mtime_ns != stamps[a]
+    assert (a / "plots" / "k_histogram.png").is_file()
+
+
 def test_resume_refuses_runs_whose_inputs_changed(cli: Cli, tmp_path: Path) -> None:
     profile = tmp_path / "lat.yaml"
     profile.write_text((ROOT / "profiles/latency/sdxl-1024-a10g-published.yaml").read_text())
@@ -129,10 +150,14 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the pool workers")
-def test_kill_9_parent_of_a_parallel_sweep_then_resume(tmp_path: Path) -> None:
+@pytest.mark.parametrize("executor", ["engine", "sequential_fast"])
+def test_kill_9_parent_of_a_parallel_sweep_then_resume(tmp_path: Path, executor: str) -> None:
     """kill -9 the driver of a --jobs 2 sweep at several moments: its workers die with it, and --resume
-    finishes the sweep with summaries byte-identical to an uninterrupted one."""
-    exp = _experiment(tmp_path, trace={"limit": 1500}, sweep={"cache.capacity_noises": [300, 600, 1200, 2400]})
+    keeps every run that was published (untimed runs included: they have no latency CDF), and finishes the
+    sweep with summaries byte-identical to an uninterrupted one."""
+    exp = _experiment(tmp_path, trace={"limit": 1500}, run={"executor": executor},
+                      cache={"retrieval": "candidates" if executor == "sequential_fast" else "exact_cosine"},
+                      sweep={"cache.capacity_noises": [300, 600, 1200, 2400]})
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "sim", "run", exp, "--jobs", "2", "--quiet"]
     ref = tmp_path / "ref"
@@ -152,10 +177,14 @@ def test_kill_9_parent_of_a_parallel_sweep_then_resume(tmp_path: Path) -> None:
         assert not any(_alive(w) for w in workers), f"pool workers outlived their killed parent ({delay} s)"
         if not out.exists():
             continue  # killed while validating: nothing was written
+        published = {}
         for run in out.iterdir():  # whatever was published is whole
             if run.name.startswith("cache.capacity_noises="):
                 assert (run / "plots" / "hit_rate_over_time.png").is_file()
+                published[run.name] = os.stat(run / "requests.parquet").st_mtime_ns
         subprocess.run([*cmd, "--out", str(out), "--resume"], check=True, env=env, cwd=tmp_path, timeout=600)
+        for name, stamp in published.items():  # kept, not recomputed
+            assert os.stat(out / name / "requests.parquet").st_mtime_ns == stamp, name
         for name in runs:
             assert (out / name / "summary.json").read_bytes() == (ref / name / "summary.json").read_bytes()
             assert (out / name / "requests.parquet").read_bytes() == (ref / name / "requests.parquet").read_bytes()

@@ -64,6 +64,10 @@ BAD: list[tuple[dict[str, Any], str]] = [
     ({"grid": {"cache.policy": ["lru"]}, "sweep": {"cache.capacity_noises": [1]}}, r"sweep: give the grid"),
     ({"grid": {"cache.capacity_noises": list(range(1, 102)), "seed": list(range(100))}},
      r"grid: 10,100 sweep points exceed 10,000; pass --yes"),
+    ({"grid": {"trace.path": ["a/b", "a_b"]}},
+     r"sweep: the points trace\.path=\"a/b\" and trace\.path=\"a_b\" would both write run folder 'trace\.path=a_b'"),
+    ({"grid": {"cache.capacity_noises": [10, 20, 10]}}, r"sweep: the points .* would both write run folder"),
+    ({"grid": {"name": ["x" * 300]}}, r"sweep point name=\"x+\": its run folder name is 305 bytes"),
 ]
 
 

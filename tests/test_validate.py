@@ -53,6 +53,28 @@ def _fake_run(tmp: Path, service_s: list[float | None] | None = None) -> Path:
     return folder
 
 
+def test_overwrite_replaces_only_a_validation_folder(cli: Cli, tmp_path: Path) -> None:
+    """--overwrite never deletes a results folder, the run being validated, or a folder validate did not write."""
+    run = _fake_run(tmp_path)
+    args = ("--model", "tiny", "--device", "cuda", "--overwrite")  # no CUDA here: a refusal is the last check
+    kept = {p: p.read_bytes() for p in run.iterdir()}
+    for out, named in ((tmp_path, str(run)), (run, str(run))):  # the results folder above it, the run itself
+        code, _, err = cli("validate", str(run), "--out", str(out), *args)
+        assert code == 2 and err.count("\n") == 1 and "holds an input" in err and named in err, err
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "thesis.tex").write_text("x")
+    code, _, err = cli("validate", str(run), "--out", str(other), *args)
+    assert code == 2 and "not a folder of" in err and "no readable meta.json" in err
+    (other / "meta.json").write_text(json.dumps({"run_dir": str(run)}))
+    code, _, err = cli("validate", str(run), "--out", str(other), *args)
+    assert code == 2 and "thesis.tex" in err
+    assert (other / "thesis.tex").read_text() == "x" and {p: p.read_bytes() for p in run.iterdir()} == kept
+    (other / "thesis.tex").unlink()  # now a validation folder: replacing it is allowed (here refused later, no CUDA)
+    code, _, err = cli("validate", str(run), "--out", str(other), *args)
+    assert code == 2 and "refusing" not in err
+
+
 def test_sampler_strata_support_and_determinism() -> None:
     # rows:    0  1  2  3  4  5  6  7  8  9 10 11
     k = np.array([0, 0, 5, 0, 10, 5, 0, 25, 10, 5, 0, 5])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +21,7 @@ from sim.limits import (
     MAX_CAPACITY_NOISES,
     MAX_GPUS_PER_POOL,
     MAX_LATENT_CHANNELS,
+    MAX_RUN_FOLDER_NAME_BYTES,
     MAX_SIDE_PX,
     MAX_STEPS,
     MAX_VAE_SCALE,
@@ -432,17 +434,32 @@ class Experiment:
         if not (self.sweep or self.zipped or self.seeds):
             return [("run", self.base)]
         out = []
+        seen: dict[str, str] = {}
         for assignment in self.points():
             data = to_data(self.base)
             for key, value in assignment:
                 set_dotted(data, key, value)
             name = ",".join(f"{k}={_fmt(v)}" for k, v in assignment)
+            _check_folder_name(name, seen, assignment)
             try:
                 _check_removed(data)
                 out.append((name, build(RunConfig, data)))
             except ConfigError as exc:
                 raise ConfigError(f"sweep point {name}: {exc}") from None
         return out
+
+
+def _check_folder_name(name: str, seen: dict[str, str], assignment: list[tuple[str, Any]]) -> None:
+    """Two points may not share a run folder (the second would silently replace the first: duplicate values in
+    a list, or values whose names collide such as ``a/b`` and ``a_b``), and a name must fit the file system."""
+    point = ", ".join(f"{k}={json.dumps(v, default=str)}" for k, v in assignment)
+    if name in seen:
+        raise ConfigError(f"sweep: the points {seen[name]} and {point} would both write run folder {name!r} "
+                          "(a value listed twice, or values whose folder names collide); make them distinct")
+    if len(name.encode("utf-8", "surrogateescape")) > MAX_RUN_FOLDER_NAME_BYTES:
+        raise ConfigError(f"sweep point {point}: its run folder name is {len(name.encode())} bytes, over the file "
+                          f"system's limit ({MAX_RUN_FOLDER_NAME_BYTES}); sweep fewer keys or shorter values")
+    seen[name] = point
 
 
 def _fmt(value: Any) -> str:

@@ -13,6 +13,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from sim.experiments import figures, page, tables
+from sim.experiments.rundir import run_plots
 from sim.fileio import write_text_atomic
 from sim.results import finished_runs, read_spec, summaries_table, swept_keys, write_summaries
 
@@ -21,7 +22,7 @@ MAX_POOLED_REQUESTS = 500_000
 
 
 def report_run(folder: Path) -> None:
-    """summary.md and plots/ of one run, always redrawn."""
+    """summary.md and plots/ of one run, always redrawn: exactly the plots ``run_plots`` names for its summary."""
     summary = json.loads((folder / "summary.json").read_text())
     present = set(pq.read_schema(folder / "requests.parquet").names)
     requests = pd.read_parquet(folder / "requests.parquet",
@@ -29,11 +30,12 @@ def report_run(folder: Path) -> None:
     write_text_atomic(folder / "summary.md", tables.run_markdown(summary))
     plots = folder / "plots"
     plots.mkdir(exist_ok=True)
-    drawn = {_replace_plot(plots, "latency_cdf.png", lambda out: figures.latency_cdf(requests, out))}
-    if "k_histogram" in summary:
-        drawn.add(_replace_plot(plots, "k_histogram.png", lambda out: figures.k_histogram(summary, out)))
-    if {"arrival_s", "k_used"} <= present and len(requests):
-        drawn.add(_replace_plot(plots, "hit_rate_over_time.png", lambda out: figures.hit_rate_over_time(requests, out)))
+    draw: dict[str, Callable[[Path], object]] = {
+        "latency_cdf.png": lambda out: figures.latency_cdf(requests, out),
+        "k_histogram.png": lambda out: figures.k_histogram(summary, out),
+        "hit_rate_over_time.png": lambda out: figures.hit_rate_over_time(requests, out),
+    }
+    drawn = {_replace_plot(plots, name, draw[name]) for name in run_plots(summary)}
     for old in plots.glob("*.png"):
         if old.name not in drawn:
             old.unlink()  # a plot this run cannot support must not survive from an earlier report

@@ -1,8 +1,8 @@
 """One run's folder: written under a temporary name, plots included, then renamed — and checked on resume.
 
-A run folder is either absent or complete (DOCUMENTED files all present and parseable); `--resume`
-trusts a kept run only if its files parse, its config is the same and the inputs it recorded
-(content hashes of the trace, embeddings and every profile) are unchanged.
+A run folder is either absent or complete (its documented files, which follow from what the run is, all
+present and parseable); `--resume` trusts a kept run only if its files parse, its config is the same and
+the inputs it recorded (content hashes of the trace, embeddings and every profile) are unchanged.
 """
 
 from __future__ import annotations
@@ -26,9 +26,27 @@ from sim.paths import resolve
 from sim.scenario.records import OUTCOMES, RECORD_COLUMNS, Records
 from sim.workload.trace import embeddings_path
 
-#: files every finished run folder holds (README "What a run writes")
-DOCUMENTED = ("requests.parquet", "summary.json", "config.yaml", "summary.md", "timings.json", "inputs.json",
-              "plots/latency_cdf.png", "plots/k_histogram.png", "plots/hit_rate_over_time.png")
+#: files every finished run folder holds (README "What a run writes"), besides the plots of run_plots()
+FILES = ("requests.parquet", "summary.json", "config.yaml", "summary.md", "timings.json", "inputs.json")
+#: every plot a run can have, in the order they are drawn
+PLOTS = ("latency_cdf.png", "k_histogram.png", "hit_rate_over_time.png")
+#: the documented files of a timed run (one that has every plot)
+DOCUMENTED = FILES + tuple(f"plots/{name}" for name in PLOTS)
+
+
+def run_plots(summary: dict[str, Any]) -> tuple[str, ...]:
+    """The plots a run's folder holds, from its summary alone: a latency CDF only when the run had a clock
+    (an untimed, sequential run's latencies are null), the K histogram when the mode caches, the hit rate
+    over time when there are requests. The report draws exactly these, and --resume expects exactly these."""
+    wanted = {"latency_cdf.png": summary.get("latency_s") is not None,
+              "k_histogram.png": "k_histogram" in summary,
+              "hit_rate_over_time.png": bool(summary.get("requests"))}
+    return tuple(name for name in PLOTS if wanted[name])
+
+
+def run_files(summary: dict[str, Any]) -> tuple[str, ...]:
+    """Every file a finished run with this summary holds."""
+    return FILES + tuple(f"plots/{name}" for name in run_plots(summary))
 
 
 @dataclass
@@ -127,11 +145,10 @@ def kept_run_state(folder: Path, cfg: RunConfig, inputs: dict[str, str]) -> str:
     """'ok' (keep it), 'missing' or 'torn' (recompute it), or 'inputs changed: FILE' (the caller decides)."""
     if not folder.is_dir():
         return "missing"
-    for name in DOCUMENTED:
-        if not (folder / name).is_file():
-            return "torn"
     try:
-        json.loads((folder / "summary.json").read_text())
+        summary = json.loads((folder / "summary.json").read_text())
+        if not isinstance(summary, dict) or any(not (folder / name).is_file() for name in run_files(summary)):
+            return "torn"
         json.loads((folder / "timings.json").read_text())
         recorded = json.loads((folder / "inputs.json").read_text())["sha256"]
         pq.read_metadata(folder / "requests.parquet")

@@ -15,7 +15,7 @@ from sim.executors import EXECUTORS
 from sim.experiments.build import build_scenario, run_cost, similarity_map
 from sim.experiments.config import Experiment, RunConfig
 from sim.experiments.rundir import InputHashes, RunResult, input_files, kept_run_state, publish_run
-from sim.fileio import check_output_dir, write_text_atomic, writing
+from sim.fileio import check_output_dir, check_replaceable, write_text_atomic, writing
 from sim.metrics import derive_quality, summarize
 from sim.scenario import warmup_mask
 from sim.scenario.records import Records
@@ -115,6 +115,10 @@ def check_output(out: Path, experiment: Experiment, *, overwrite: bool, resume: 
             raise ConfigError(f"{out}: refusing to overwrite a folder that is not a nirvana-sim results folder")
 
 
+def _not_results(folder: Path) -> str | None:
+    return None if (folder / EXPERIMENT_FILE).is_file() else f"no {EXPERIMENT_FILE}"
+
+
 def prepare_output(out: Path, experiment: Experiment, *, overwrite: bool, resume: bool) -> None:
     """Create (or clear, with --overwrite) the results folder; call only once every input is validated."""
     check_output(out, experiment, overwrite=overwrite, resume=resume)
@@ -130,10 +134,12 @@ def prepare_output(out: Path, experiment: Experiment, *, overwrite: bool, resume
 def run_experiment(
     experiment: Experiment, out: Path, *, overwrite: bool = False, resume: bool = False, jobs: int = 1,
     progress: bool = True, recompute_changed: bool = False, executor: str | None = None, cluster: str | None = None,
+    sources: tuple[Path, ...] = (),
 ) -> list[tuple[str, dict[str, Any]]]:
     """Validate every input, then run every grid point (on resume, only those not finished) on a sweep
     executor (serial, a local pool, or a Dask cluster), publishing each run's complete folder as soon as it
-    is done; then write the experiment's tables, figures and page."""
+    is done; then write the experiment's tables, figures and page. ``sources``: files the experiment was read
+    from (its YAML), which --overwrite must not delete either."""
     from tqdm import tqdm
 
     from sim.experiments.report import report_experiment
@@ -142,6 +148,9 @@ def run_experiment(
     check_output(out, experiment, overwrite=overwrite, resume=resume)
     runs = experiment.runs()
     inputs = validate_runs(runs)
+    if overwrite:  # --overwrite deletes the folder: never one holding this sweep's trace, a profile or the YAML
+        used = {Path(file) for hashes in inputs.values() for file in hashes} | set(sources)
+        check_replaceable(out, sorted(used), _not_results, "nirvana-sim results")
     todo = []
     for name, cfg in runs:
         state = kept_run_state(out / name, cfg, inputs[name]) if resume else "missing"

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from sim.errors import ConfigError, InputError
+from sim.fileio import check_replaceable
+from sim.validate.report import foreign_entry
 from sim.validate.rundir import SIM_COLUMNS, RunFolder, profile_provenances, read_run
 from sim.validate.sample import Pick, stratified_sample
 
@@ -106,8 +108,10 @@ def validate(a: argparse.Namespace, log: Callable[[str], object] = print) -> tup
     picks, orphans = stratified_sample(run.records["k_used"], run.records["matched_entry"],
                                        run.records["admitted_entry"], run.records["service_s"], a.sample, a.seed)
     out = Path(a.out) if a.out else run.folder / "validation"
-    if out.exists() and any(out.iterdir()) and not a.overwrite:
-        raise ConfigError(f"--out {out}: exists and is not empty; pass --overwrite to replace it")
+    if out.exists() and any(out.iterdir()):
+        if not a.overwrite:
+            raise ConfigError(f"--out {out}: exists and is not empty; pass --overwrite to replace it")
+        check_replaceable(out, [run.folder], foreign_entry, "`python -m sim validate` output")
 
     import torch
 

@@ -29,6 +29,26 @@ VERSION_KEYS = ("gpu", "driver", "cuda", "torch", "diffusers", "transformers", "
                 "scheduler", "weights", "pipeline")
 
 
+#: every file a validation folder holds (cli.validate and write_report write nothing else)
+FILES = ("meta.json", "measured.jsonl", "validation.md", "validation.csv", "validation.parquet", "validation.png",
+         "profile-correction.yaml", "quality-profile.yaml")
+
+
+def foreign_entry(folder: Path) -> str | None:
+    """What in ``folder`` shows it is not a validation folder (None when it is one): `--overwrite` may only
+    replace a folder `validate` wrote, never a results folder, a run or anything else."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError):
+        return "no readable meta.json written by `python -m sim validate`"
+    if not isinstance(meta, dict) or "run_dir" not in meta:
+        return "its meta.json was not written by `python -m sim validate`"
+    for entry in sorted(folder.iterdir()):
+        if entry.name not in FILES and not entry.name.endswith((".partial", ".partial.png")):
+            return f"it holds {entry.name}{'/' if entry.is_dir() else ''}, which validate never writes"
+    return None
+
+
 def read_measured(folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     meta_file, rows_file = folder / "meta.json", folder / "measured.jsonl"
     if not meta_file.is_file():
