@@ -19,8 +19,8 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sim.experiments.config import experiment_from_data
 from sim.experiments.runner import simulate
+from sim.experiments.sweep import experiment_from_data
 from sim.workload.trace import load_trace
 
 CASES = {

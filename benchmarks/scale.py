@@ -59,7 +59,7 @@ def run_data(trace: str, executor: str, policy: str, noises: int, method: str, l
 
 def child(spec: dict[str, Any]) -> dict[str, Any]:
     """One case in this fresh process: load the trace, then time the case's work."""
-    from sim.experiments.config import experiment_from_data
+    from sim.experiments.sweep import experiment_from_data
     from sim.workload.trace import load_trace
 
     cfg = experiment_from_data(spec["config"]).base
@@ -68,7 +68,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"requests": len(trace), "load_s": time.perf_counter() - t0,
                            "rss_after_load_gib": _rss_gib("VmRSS"), "load_peak_rss_gib": _rss_gib()}
     if spec["kind"] == "precompute":
-        from sim.experiments.build import build_requests, make_store, similarity_map
+        from sim.build import build_requests, make_store, similarity_map
 
         t1 = time.perf_counter()
         requests, _ = build_requests(cfg, trace)

@@ -16,7 +16,7 @@ from sim.errors import ConfigError, SimError
 # (torch, diffusers) inside their command functions only, so `--help` stays fast.
 TRACE_COMMANDS = ("sim.workload.tiny", "sim.workload.pool", "sim.workload.embed", "sim.workload.simmap",
                   "sim.workload.diffusiondb", "sim.workload.stats", "sim.workload.synth",
-                  "sim.workload.calibrate")
+                  "sim.experiments.calibrate")
 PROFILE_COMMANDS = ("sim.profiling.host", "sim.profiling.latency", "sim.profiling.quality")
 EMBED_COMMANDS = ("sim.workload.simeval",)
 
@@ -42,8 +42,8 @@ def check_run_flags(args: argparse.Namespace) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from sim.experiments.config import MAX_POINTS, load_experiment, parse_overrides
     from sim.experiments.runner import run_experiment
+    from sim.experiments.sweep import MAX_POINTS, load_experiment, parse_overrides
 
     check_run_flags(args)
     experiment = load_experiment(args.experiment, parse_overrides(args.set or []),

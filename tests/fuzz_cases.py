@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from sim.experiments.config import RunConfig
+from sim.config import RunConfig
 from sim.workload.trace import embeddings_path
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,8 +12,9 @@ from typing import Any
 
 from sim.cache.offline import OFFLINE
 from sim.cache.policies import POLICIES
-from sim.experiments.config import RunConfig, experiment_from_data, load_experiment
+from sim.config import RunConfig
 from sim.experiments.runner import simulate
+from sim.experiments.sweep import experiment_from_data, load_experiment
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "golden" / "tiny_counts.json"

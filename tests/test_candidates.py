@@ -316,8 +316,8 @@ def test_candidates_retriever_equals_exact_on_50k_vectors_trace(tmp_path: Path) 
 @pytest.mark.parametrize("executor", ["engine", "sequential"])
 def test_config_candidates_give_the_exact_retrievers_counts(executor: str, tmp_path: Path) -> None:
     """`cache.retrieval: candidates` through the whole run: every cache figure equal to exact_cosine's."""
-    from sim.experiments.config import experiment_from_data
     from sim.experiments.runner import simulate
+    from sim.experiments.sweep import experiment_from_data
 
     def run(retrieval: str) -> dict:
         cfg = experiment_from_data({"trace": {"limit": 2000}, "cache": {

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 import yaml
 
+from sim.config import RunConfig, dump_run_config
 from sim.errors import ConfigError
-from sim.experiments.config import RunConfig, dump_run_config, experiment_from_data, load_experiment, parse_overrides
+from sim.experiments.sweep import experiment_from_data, load_experiment, parse_overrides
 
 BAD: list[tuple[dict[str, Any], str]] = [
     ({"cache": {"polcy": "lru"}}, r"cache\.polcy: unknown key"),
@@ -22,11 +23,10 @@ BAD: list[tuple[dict[str, Any], str]] = [
     ({"cache": {"enabled": False}}, r"cache\.enabled: removed; use serving\.mode: vanilla for no cache"),
     ({"hardware": {"step_events": True}}, r"hardware\.step_events: removed"),
     ({"serving": {"mode": "gptcache"}}, r"serving\.mode: expected one of final_image, nirvana, small_model, vanilla"),
-    ({"run": {"executor": "ray"}}, r"run\.executor: expected one of engine, sequential"),
+    ({"run": {"executor": "ray"}}, r"run\.executor: expected one of 'engine', 'sequential'"),
+    ({"run": {"implementation": "gpu"}}, r"run\.implementation: expected one of 'auto', 'reference', 'compiled'"),
     ({"serving": {"final_image": {"threshold": 1.5}}}, r"serving\.final_image\.threshold: expected a cosine"),
     ({"metrics": {"warmup_requests": -1}}, r"metrics\.warmup_requests: expected an integer >= 0"),
-    ({"run": {"executor": "sequential"}, "hardware": {"batch_window_s": 1.0}},
-     r"hardware\.batch_window_s: expected 0 with run\.executor sequential"),
     ({"cache": {"policy": "arc"}}, r"cache\.policy: expected one of fifo, lcbfu, lcbfu_da, lcbfu_window, lfu, lru, "
      r"qlru_dc, rnd_lru, sim_lru, or an offline reference \(belady_like, infinite, static_greedy\), got 'arc'"),
     ({"cache": {"policy": "lcbfu", "eviction_unit": "prompt"}}, r"cache\.eviction_unit: expected one of \['noise'\]"),
@@ -116,6 +116,44 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
     top.write_text("- 1\n")
     with pytest.raises(ConfigError, match="expected a mapping at the top level"):
         load_experiment(top)
+
+
+def test_executor_refuses_what_its_semantics_cannot_give() -> None:
+    """Checked when a run is planned (before anything is written): the executor says what it supports."""
+    from sim.build import build_scenario, plan
+    from sim.workload.trace import load_trace
+
+    for data, pattern in (
+            ({"run": {"executor": "sequential"}, "hardware": {"batch_window_s": 1.0}},
+             r"hardware\.batch_window_s: expected 0 with run\.executor sequential"),
+            ({"run": {"executor": "engine"}, "cache": {"policy": "infinite"}},
+             r"cache\.policy: infinite \(an offline reference\) runs only with run\.executor: sequential")):
+        cfg = experiment_from_data({"trace": {"limit": 50}, **data}).base
+        with pytest.raises(ConfigError, match=pattern):
+            plan(cfg, build_scenario(cfg, load_trace(cfg.trace.path, cfg.trace.limit))[0])
+
+
+def test_config_semantics_are_the_executor_registry() -> None:
+    """run.executor names exactly the registered executors (the config lists them without importing them)."""
+    from typing import get_args, get_type_hints
+
+    from sim.config import ExecutionConfig
+    from sim.executors import EXECUTORS
+
+    assert set(get_args(get_type_hints(ExecutionConfig)["executor"])) == set(EXECUTORS.names())
+
+
+def test_loading_a_config_imports_no_engine() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; from sim.experiments.sweep import load_experiment; "
+            "load_experiment('experiments/default.yaml');"
+            "bad = [m for m in ('simpy', 'numba', 'torch', 'diffusers', 'sim.executors') if m in sys.modules];"
+            "print(bad); assert not bad")
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_every_example_and_default_experiment_loads() -> None:

@@ -249,8 +249,8 @@ def test_cli_embeds_by_default_so_two_commands_reach_a_simulation(
 
 
 def test_import_embed_simulate(tmp_path: Path) -> None:
-    from sim.experiments.config import experiment_from_data
     from sim.experiments.runner import simulate
+    from sim.experiments.sweep import experiment_from_data
     from sim.workload.embed import embed_trace
     from sim.workload.trace import load_trace
 

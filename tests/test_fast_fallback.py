@@ -1,4 +1,5 @@
-"""Differential: sequential_fast's exact fallback (the row matrix) equals the reference when most lookups fall back."""
+"""Differential: the compiled core's exact fallback (its row matrix) equals the reference when most lookups
+fall back."""
 
 from __future__ import annotations
 
@@ -7,21 +8,20 @@ from typing import Any
 import numpy as np
 import pytest
 
-from sim.cache.kselect import KTable
-from sim.cache.policies import POLICIES
-from sim.cache.store import CacheStore
-from sim.executors import EXECUTORS, replay_loop
-from sim.executors.sequential_fast import FastSequential
-from sim.retrieval.exact_cosine import ExactCosine
+from sim.cache.core import cache as core_cache
+from sim.cache.core import fallback, jit
+from sim.cache.core.cache import CompiledCache
+from sim.cache.spec import CacheSpec
 from sim.retrieval.precompute import Candidates
 from sim.scenario import Requests
 from sim.scenario.modes.nirvana import Nirvana
-from tests.helpers import scenario, uniform_gpus
+from tests.helpers import cache_spec, execute, reference_cache, scenario, uniform_gpus
 from tests.test_fast_sequential import (
     CASES,
     SMALL_KS,
     STEP,
     CanonicalCosine,
+    _listed,
     _without_below_floor,
     assert_same_records,
     brute_force_candidates,
@@ -48,44 +48,44 @@ def _requests(seed: int, n: int = 2500, num_prompts: int = 300) -> Requests:
                     latency_class=np.zeros(n, np.int64), step_factor=np.ones(n))
 
 
-def _store(policy: str, unit: str, retriever: Any, capacity: int) -> CacheStore:
-    return CacheStore(ks=SMALL_KS, table=KTable(), policy=POLICIES.get(policy)(unit), make_retriever=retriever,
-                      capacity_noises=capacity)
+def _spec(req: Requests, policy: str, unit: str, capacity: int) -> CacheSpec:
+    return cache_spec(req, policy, unit, ks=SMALL_KS, capacity_noises=capacity)
 
 
-def _pair(policy: str, unit: str, capacity: int, cap: int, seed: int,
-          monkeypatch: pytest.MonkeyPatch, one_partition: bool = False) -> tuple[Any, Any, FastSequential, int]:
-    """(reference records as lists see them, fast records, the fast executor, fallbacks that gathered rows)."""
+def _pair(policy: str, unit: str, capacity: int, cap: int, seed: int, monkeypatch: pytest.MonkeyPatch,
+          one_partition: bool = False) -> tuple[Any, Any, CompiledCache, dict[str, int], int]:
+    """(reference records as lists see them, compiled records, the compiled cache, its stats, fallbacks that
+    gathered rows)."""
     req = _requests(seed)
     if one_partition:
         req = Requests(**{**{f: getattr(req, f) for f in Requests.__dataclass_fields__},
                           "partition": np.full(len(req), 7, dtype=np.int64)})
-    gpus = uniform_gpus(STEP, 1)
-    ref = EXECUTORS.get("sequential")().run(
-        scenario(req, gpus, mode=Nirvana(req, _store(policy, unit, lambda: CanonicalCosine(8), capacity))))
+    spec = _spec(req, policy, unit, capacity)
+    sc = scenario(req, uniform_gpus(STEP, 1), mode=Nirvana(req, spec))
+    ref = execute("sequential", sc, reference_cache(spec, req, lambda: CanonicalCosine(8)))[0]
     gathers = []
-    inner = replay_loop.partition_rows
+    inner = core_cache.partition_rows
 
     def counted(*args: Any) -> int:
         gathers.append(1)
         return int(inner(*args))
 
-    monkeypatch.setattr(replay_loop, "partition_rows", counted)
-    executor = FastSequential(brute_force_candidates(req, FLOOR, cap))
-    fast = executor.run(scenario(req, gpus, mode=Nirvana(req, _store(policy, unit, lambda: ExactCosine(8), capacity))))
-    return _without_below_floor(ref, FLOOR), fast, executor, len(gathers)
+    monkeypatch.setattr(core_cache, "partition_rows", counted)
+    cache = CompiledCache(_listed(spec, brute_force_candidates(req, FLOOR, cap)), req)
+    fast, stats = execute("sequential", sc, cache)
+    return _without_below_floor(ref, FLOOR), fast, cache, stats, len(gathers)
 
 
 @pytest.mark.parametrize(("cap", "seed"), [(1, 0), (2, 1)])
 def test_many_fallbacks_equal_reference_lru(cap: int, seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    ref, fast, executor, gathers = _pair("lru", "noise", 150, cap, seed, monkeypatch)
+    ref, fast, cache, stats, gathers = _pair("lru", "noise", 150, cap, seed, monkeypatch)
     assert_same_records(ref, fast)
-    fallbacks = executor.stats["retrieval_exact_fallbacks"]
+    fallbacks = stats["retrieval_exact_fallbacks"]
     assert fallbacks > 0.5 * len(fast["k_used"])  # most lookups fall back: the lists hold 1 or 2 prompts
     assert 0 < gathers < fallbacks  # both ways of scoring: every row, and the partition's own rows
     assert (fast["k_used"] > 0).sum() > 100 and (fast["num_evicted"] > 0).sum() > 100
     # one row per distinct cached prompt: at most the 150 noises' live entries, and rows are recycled
-    assert 0 < executor.matrix_rows <= 150 < int((fast["admitted_entry"] >= 0).sum())
+    assert 0 < cache.matrix_rows <= 150 < int((fast["admitted_entry"] >= 0).sum())
 
 
 def test_many_fallbacks_reach_ties_and_shared_rows() -> None:
@@ -93,9 +93,9 @@ def test_many_fallbacks_reach_ties_and_shared_rows() -> None:
     partitions at once, and two live entries of one prompt in one partition."""
     req = _requests(0)
     assert len(np.unique(req.vectors, axis=0)) < len(np.unique(req.prompt_index))
-    store = _store("lru", "noise", lambda: ExactCosine(8), 150)
-    rec = FastSequential(brute_force_candidates(req, FLOOR, 1)).run(
-        scenario(req, uniform_gpus(STEP, 1), mode=Nirvana(req, store)))
+    spec = _listed(_spec(req, "lru", "noise", 150), brute_force_candidates(req, FLOOR, 1))
+    rec = execute("sequential", scenario(req, uniform_gpus(STEP, 1), mode=Nirvana(req, spec)),
+                  implementation="compiled")[0]
     # Evictions happen only at admissions: admissions with the same running eviction count coexist.
     epoch = np.cumsum(rec["num_evicted"])
     groups: dict[int, list[tuple[int, int]]] = {}
@@ -111,22 +111,21 @@ def test_many_fallbacks_reach_ties_and_shared_rows() -> None:
 def test_many_fallbacks_equal_reference_every_policy(policy: str, unit: str, capacity: int,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     for cap, seed in ((1, 2), (2, 3)):
-        ref, fast, executor, _ = _pair(policy, unit, capacity, cap, seed, monkeypatch)
+        ref, fast, _, stats, _ = _pair(policy, unit, capacity, cap, seed, monkeypatch)
         assert_same_records(ref, fast)
-        assert executor.stats["retrieval_exact_fallbacks"] > 100
+        assert stats["retrieval_exact_fallbacks"] > 100
 
 
 def test_prompt_ids_outside_the_vectors_are_refused() -> None:
-    """The loop copies vectors[prompt] without bounds checks, so the executor checks the ids first."""
+    """The core copies vectors[prompt] without bounds checks, so it checks the ids first."""
     req = _requests(0)
     n = len(req)  # empty lists, all truncated: they name no prompt, so only the requests' ids are out of range
     cand = Candidates(np.zeros(n + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32), np.ones(n, bool),
                       FLOOR)
     short = Requests(**{**{f: getattr(req, f) for f in Requests.__dataclass_fields__},
                         "vectors": req.vectors[: int(req.prompt_index.max())]})
-    store = _store("lru", "noise", lambda: ExactCosine(8), 150)
     with pytest.raises(ValueError, match=r"prompt_index outside Requests\.vectors"):
-        FastSequential(cand).run(scenario(short, uniform_gpus(STEP, 1), mode=Nirvana(short, store)))
+        CompiledCache(_listed(_spec(short, "lru", "noise", 150), cand), short)
 
 
 @pytest.mark.parametrize("one_partition", [False, True])
@@ -137,26 +136,25 @@ def test_batched_fallback_screens_equal_reference(policy: str, unit: str, batch:
     """Fallbacks screened in batches (BLAS product, rows rewritten since rescreened, canonical cosine only near
     the best) give the reference's records, ties included; here every fallback is screened. With one partition
     the screen scans the referenced rows instead of walking the partition's slots."""
-    from sim.executors import sequential_fast
-
-    monkeypatch.setattr(sequential_fast, "SCREEN_MIN_ROWS", 1)
-    monkeypatch.setattr(sequential_fast, "SCREEN_BATCH", batch)
-    monkeypatch.setattr(sequential_fast, "SCREEN_WINDOW", window)
+    monkeypatch.setattr(core_cache, "SCREEN_MIN_ROWS", 1)
+    monkeypatch.setattr(fallback, "SCREEN_BATCH", batch)
+    monkeypatch.setattr(fallback, "SCREEN_WINDOW", window)
     scans: list[int] = []
-    inner = replay_loop.screen_rows
+    inner = fallback.screen_rows
 
     def counted(*args: Any) -> int:
         scans.append(1)
         return int(inner(*args))
 
-    monkeypatch.setattr(replay_loop, "screen_rows", counted)
+    monkeypatch.setattr(fallback, "screen_rows", counted)
     for capacity, cap, seed in ((60, 1, 2), (400, 2, 3)):
-        ref, fast, executor, _ = _pair(policy, unit, capacity, cap, seed, monkeypatch, one_partition)
+        ref, fast, cache, stats, _ = _pair(policy, unit, capacity, cap, seed, monkeypatch, one_partition)
         assert_same_records(ref, fast)
-        batches, screened = executor.screens
-        if replay_loop.COMPILED:
-            assert 0 < batches <= executor.stats["retrieval_exact_fallbacks"]
+        if jit.COMPILED:
+            assert cache.screen is not None
+            batches, screened = cache.screen.batches, cache.screen.screened
+            assert 0 < batches <= stats["retrieval_exact_fallbacks"]
             if batch > 1:
                 assert screened > batches  # later fallbacks were met in an earlier batch
-    if replay_loop.COMPILED:
+    if jit.COMPILED:
         assert bool(scans) == one_partition  # the row scan serves exactly the one-partition stores

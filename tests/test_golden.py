@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from sim.experiments.config import experiment_from_data
 from sim.experiments.runner import simulate
+from sim.experiments.sweep import experiment_from_data
 from tests.golden_gen import CAPACITIES, GOLDEN, PAPER_CI, PAPER_CI_GOLDEN, cases, counts
 
 GOLDEN_COUNTS: dict[str, Any] = json.loads(GOLDEN.read_text())
@@ -123,7 +123,7 @@ def test_write_delay_defers_admission() -> None:
     The shipped tiers write a latent in ~1 ms, far below inter-arrival gaps, so this partner uses an
     engine-level tier (a test value, not a profile) of 2 hours per write.
     """
-    from sim.experiments.build import build_gpus, build_requests, make_store
+    from sim.build import BuildParts, build_gpus, build_requests
     from sim.hardware.profiles import StorageTier
     from sim.scenario.modes.nirvana import Nirvana
     from sim.workload.trace import load_trace
@@ -135,7 +135,7 @@ def test_write_delay_defers_admission() -> None:
     slow = StorageTier(read_latency_s=0.0, read_bytes_per_s=1e9, write_latency_s=7200.0, write_bytes_per_s=1e9)
 
     def hits(write_delay: bool) -> int:
-        mode = Nirvana(requests, make_store(cfg, trace.vectors.shape[1]))
+        mode = Nirvana(requests, BuildParts(cfg, requests, classes, None).cache_spec())
         sc = scenario(requests, build_gpus(cfg, classes), mode=mode, tier=slow, write_delay=write_delay)
         return int((run_engine(sc)["k_used"] > 0).sum())
 
@@ -147,7 +147,7 @@ PAPER_CI_COUNTS: dict[str, Any] = json.loads(PAPER_CI_GOLDEN.read_text())
 
 
 def test_paper_ci_counts_match_golden() -> None:
-    from sim.experiments.config import load_experiment
+    from sim.experiments.sweep import load_experiment
 
     runs = dict(load_experiment(PAPER_CI).runs())
     assert sorted(runs) == sorted(PAPER_CI_COUNTS), "experiment changed: run `make golden` and review the diff"
@@ -159,7 +159,7 @@ def test_paper_ci_partner_admission_timing_matters() -> None:
     """Sensitivity partner: the same point under the other executor (admission timing) gives other counts."""
     import dataclasses
 
-    from sim.experiments.config import load_experiment
+    from sim.experiments.sweep import load_experiment
 
     name = "cache.policy=lcbfu,cache.capacity_noises=30,run.executor=engine"
     cfg = dict(load_experiment(PAPER_CI).runs())[name]

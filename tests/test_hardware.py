@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from sim.errors import InputError
-from sim.experiments.config import experiment_from_data
 from sim.experiments.runner import simulate
+from sim.experiments.sweep import experiment_from_data
 from sim.hardware.profiles import LatencyTable, StepLatency, load_cost, load_latency_table
 from sim.hardware.routing import ROUTERS
 from sim.metrics import summarize

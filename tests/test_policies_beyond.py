@@ -13,7 +13,7 @@ from sim.cache.params import AdmissionParams, PolicyParams
 from sim.cache.policies import POLICIES, Policy, RequestContext
 from sim.cache.store import CacheStore
 from sim.errors import ConfigError
-from sim.experiments.config import experiment_from_data
+from sim.experiments.sweep import experiment_from_data
 from sim.retrieval.exact_cosine import ExactCosine
 from tests.helpers import drain
 
@@ -217,8 +217,6 @@ def test_static_greedy_picks_the_most_reused_prompts_and_matches_its_objective()
     ({"policy_params": {"window_s": 5}}, {}, "exactly one of window_requests and window_s"),
     ({"policy_params": {"q": 0}}, {}, "cache.policy_params.q: expected a probability"),
     ({"policy_params": {"nope": 1}}, {}, "cache.policy_params.nope: unknown key"),
-    ({"policy": "belady_like"}, {}, "cache.policy: expected belady_like \\(an offline reference\\) runs only with "
-                                    "run.executor: sequential, got engine"),
 ])
 def test_bad_policy_input_is_one_clear_line(cache: dict, run: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as err:
@@ -264,14 +262,18 @@ def test_admission_context_carries_the_admission_time_not_the_lookup_time() -> N
 
 @pytest.mark.slow
 def test_static_greedy_replay_skips_exactly_its_objective_on_the_tiny_trace() -> None:
+    from sim.build import build_scenario
     from sim.executors import EXECUTORS
-    from sim.experiments.build import build_scenario
     from sim.workload.trace import load_trace
 
     cfg = experiment_from_data({"name": "g", "run": {"executor": "sequential"},
                                 "cache": {"policy": "static_greedy", "capacity_noises": 150}}).base
+    from sim.cache.reference import ReferenceCache
+
     scenario, _ = build_scenario(cfg, load_trace(cfg.trace.path))
-    rec = EXECUTORS.get("sequential")().run(scenario)
-    policy = scenario.mode.store.policy  # type: ignore[attr-defined]
+    assert scenario.mode.cache_spec is not None
+    cache = ReferenceCache(scenario.mode.cache_spec, scenario.requests)
+    rec = EXECUTORS.get("sequential")().run(scenario, cache=cache)
+    policy = cache.store.policy
     # 12,500 steps with the refitted similarity map (11,540 with the first one): the replay skips its objective
     assert len(policy.chosen) == 30 and int(rec["k_used"].sum()) == policy.objective == 12500

@@ -18,8 +18,8 @@ import yaml
 import sim.results
 from sim.errors import InputError
 from sim.experiments import figures
-from sim.experiments.config import load_experiment
 from sim.experiments.report import report_experiment
+from sim.experiments.sweep import load_experiment
 
 SWEEP = """\
 base:

@@ -85,12 +85,12 @@ def test_resume_recomputes_torn_runs_and_keeps_whole_ones(cli: Cli, tmp_path: Pa
     assert os.stat(a / "config.yaml").st_mtime_ns == keep  # whole runs are kept
 
 
-def _untimed(executor: str) -> tuple[str, ...]:
-    fast = ("--set", "cache.retrieval=candidates") if executor == "sequential_fast" else ()
-    return ("--set", f"run.executor={executor}", *fast)
+def _untimed(implementation: str) -> tuple[str, ...]:
+    return ("--set", "run.executor=sequential", "--set", f"run.implementation={implementation}",
+            "--set", "cache.retrieval=exact_key")
 
 
-@pytest.mark.parametrize("executor", ["sequential", "sequential_fast"])
+@pytest.mark.parametrize("executor", ["reference", "compiled"])
 def test_resume_keeps_finished_untimed_runs(cli: Cli, tmp_path: Path, executor: str) -> None:
     """An untimed run has no latency CDF; its documented files follow from its summary, so --resume keeps it."""
     out = tmp_path / "out"
@@ -150,13 +150,13 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the pool workers")
-@pytest.mark.parametrize("executor", ["engine", "sequential_fast"])
+@pytest.mark.parametrize("executor", ["engine", "sequential"])
 def test_kill_9_parent_of_a_parallel_sweep_then_resume(tmp_path: Path, executor: str) -> None:
     """kill -9 the driver of a --jobs 2 sweep at several moments: its workers die with it, and --resume
     keeps every run that was published (untimed runs included: they have no latency CDF), and finishes the
     sweep with summaries byte-identical to an uninterrupted one."""
     exp = _experiment(tmp_path, trace={"limit": 1500}, run={"executor": executor},
-                      cache={"retrieval": "candidates" if executor == "sequential_fast" else "exact_cosine"},
+                      cache={"retrieval": "candidates" if executor == "sequential" else "exact_cosine"},
                       sweep={"cache.capacity_noises": [300, 600, 1200, 2400]})
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "sim", "run", exp, "--jobs", "2", "--quiet"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -9,13 +10,12 @@ import pytest
 
 from sim.cache.kselect import KTable
 from sim.cache.policies import POLICIES
-from sim.cache.store import CacheStore
+from sim.cache.spec import CacheSpec
 from sim.executors import EXECUTORS
-from sim.experiments.config import experiment_from_data
 from sim.experiments.runner import simulate
+from sim.experiments.sweep import experiment_from_data
 from sim.hardware.profiles import StepLatency
 from sim.metrics import summarize
-from sim.retrieval.exact_cosine import ExactCosine
 from sim.scenario import Requests
 from sim.scenario.modes import MODES
 from sim.scenario.modes.final_image import IMAGE_UNIT, FinalImage
@@ -23,7 +23,7 @@ from sim.scenario.modes.nirvana import Nirvana
 from sim.scenario.modes.small_model import SmallModel
 from sim.scenario.modes.vanilla import Vanilla
 from sim.scenario.records import IMAGE_HIT, OUTCOMES
-from tests.helpers import scenario, uniform_gpus
+from tests.helpers import cache_spec, scenario, uniform_gpus
 
 N = 50
 STEP = StepLatency(step_s=0.1, text_encoder_s=0.0, vae_decode_s=0.0)  # 5 s for 50 steps
@@ -46,10 +46,9 @@ def _requests(prompts: list[int], arrivals: list[float]) -> Requests:
                     step_factor=np.ones(n))
 
 
-def _store(policy: str = "lru", capacity: int = 100, ks: tuple[int, ...] = (5, 10, 15, 20, 25),
-           table: KTable | None = None) -> CacheStore:
-    return CacheStore(ks=ks, table=table or KTable(), policy=POLICIES.get(policy)("noise"),
-                      make_retriever=lambda: ExactCosine(3), capacity_noises=capacity)
+def _store(req: Requests, policy: str = "lru", capacity: int = 100, ks: tuple[int, ...] = (5, 10, 15, 20, 25),
+           table: KTable | None = None) -> CacheSpec:
+    return cache_spec(req, policy, "noise", ks=ks, table=table, capacity_noises=capacity)
 
 
 def _run(executor: str, requests: Requests, mode: Any) -> dict[str, np.ndarray]:
@@ -66,7 +65,7 @@ PROMPTS = [0, 0, 1, 2]
 
 def test_nirvana_outcomes_and_k() -> None:
     req = _requests(PROMPTS, SPACED)
-    rec = _run("sequential", req, Nirvana(req, _store()))
+    rec = _run("sequential", req, Nirvana(req, _store(req)))
     assert _outcomes(rec) == ["miss", "approx_hit", "approx_hit", "miss"]
     assert rec["k_used"].tolist() == [0, 25, 20, 0]
     assert rec["gpu_steps"].tolist() == [50, 25, 30, 50]
@@ -77,10 +76,10 @@ def test_hole_hit_after_eviction() -> None:
     # FIFO with room for six noises: admitting p2's five evicts p0's K=5, 10, 15, 20 (oldest first, smaller
     # K first), leaving p0 only K=25. p1 (0.92 from p0) asks K=20: no cached K' <= 20, a hole miss.
     req = _requests([0, 2, 1], [0.0, 100.0, 200.0])
-    rec = _run("sequential", req, Nirvana(req, _store("fifo", capacity=6)))
+    rec = _run("sequential", req, Nirvana(req, _store(req, "fifo", capacity=6)))
     assert _outcomes(rec) == ["miss", "miss", "miss"] and bool(rec["hole"][2])
     req = _requests([0, 2, 0], [0.0, 100.0, 200.0])
-    rec = _run("sequential", req, Nirvana(req, _store("fifo", capacity=6)))
+    rec = _run("sequential", req, Nirvana(req, _store(req, "fifo", capacity=6)))
     assert _outcomes(rec)[2] == "approx_hit" and rec["k_used"][2] == 25  # K=25 survived
 
 
@@ -90,14 +89,16 @@ def test_vanilla_and_small_model_outcomes() -> None:
     small = np.zeros(4, np.int64)  # the small model's latency class (one table serves both here)
     rec = _run("sequential", req, SmallModel(req, small, "all"))
     assert _outcomes(rec) == ["small_model"] * 4 and rec["gpu_steps"].tolist() == [50] * 4
-    rec = _run("sequential", req, SmallModel(req, small, "misses", _store()))
+    rec = _run("sequential", req, SmallModel(req, small, "misses", _store(req)))
     assert _outcomes(rec) == ["small_model", "approx_hit", "approx_hit", "small_model"]
     assert rec["admitted_entry"].tolist() == [0, -1, -1, 1]  # its misses still fill the latent cache
 
 
 def _image_mode(req: Requests, threshold: float) -> FinalImage:
     table = KTable(((float(np.nextafter(threshold, -np.inf)), IMAGE_UNIT),))
-    return FinalImage(req, _store(ks=(IMAGE_UNIT,), table=table), np.full(len(req), 3 << 20, np.int64))
+    spec = replace(_store(req, ks=(IMAGE_UNIT,), table=table), unit_bytes=np.full(len(req), 3 << 20, np.int64),
+                   capped=False)
+    return FinalImage(req, spec)
 
 
 def test_final_image_serves_only_above_its_threshold_with_no_gpu() -> None:
@@ -117,8 +118,8 @@ def test_final_image_serves_only_above_its_threshold_with_no_gpu() -> None:
 def test_sequential_admits_before_the_next_lookup_engine_when_generated() -> None:
     # Two requests for one prompt 1 s apart: the first is still generating (5 s) when the second looks up.
     req = _requests([0, 0, 0], [0.0, 1.0, 100.0])
-    seq = _run("sequential", req, Nirvana(req, _store()))
-    eng = _run("engine", req, Nirvana(req, _store()))
+    seq = _run("sequential", req, Nirvana(req, _store(req)))
+    eng = _run("engine", req, Nirvana(req, _store(req)))
     assert _outcomes(seq) == ["miss", "approx_hit", "approx_hit"]
     assert _outcomes(eng) == ["miss", "miss", "approx_hit"]
     assert np.isnan(seq["latency_s"]).all() and np.isfinite(eng["latency_s"]).all()
@@ -127,7 +128,7 @@ def test_sequential_admits_before_the_next_lookup_engine_when_generated() -> Non
 
 @pytest.mark.parametrize("policy", POLICIES.names())
 def test_executors_agree_when_arrivals_are_far_apart(policy: str) -> None:
-    from sim.experiments.build import build_scenario
+    from sim.build import build_scenario
     from sim.workload.trace import load_trace
 
     unit = POLICIES.get(policy).units[0]
@@ -147,15 +148,29 @@ def test_executors_agree_when_arrivals_are_far_apart(policy: str) -> None:
 SMALL_RUN = {"trace": {"limit": 400}}
 
 
-@pytest.mark.parametrize("executor", ["engine", "sequential"])
+@pytest.mark.parametrize("implementation", ["reference", "compiled"])
+@pytest.mark.parametrize("executor", EXECUTORS.names())
 @pytest.mark.parametrize("mode", MODES.names())
-def test_mode_contract(mode: str, executor: str) -> None:
-    """Every registered mode, under both executors: records consistent with the outcome they name."""
-    cfg = experiment_from_data({**SMALL_RUN, "serving": {"mode": mode}, "run": {"executor": executor}}).base
+def test_mode_contract(mode: str, executor: str, implementation: str) -> None:
+    """Every registered mode under every registered executor and implementation (skipped with the executor's
+    or the core's own reason where it does not apply): records consistent with the outcome they name."""
+    from sim.build import build_scenario, plan
+    from sim.workload.trace import load_trace
+
+    retrieval = {"retrieval": "exact_key"} if implementation == "compiled" else {}
+    cfg = experiment_from_data({**SMALL_RUN, "serving": {"mode": mode}, "cache": retrieval,
+                                "run": {"executor": executor, "implementation": implementation}}).base
+    sc = build_scenario(cfg, load_trace(cfg.trace.path, cfg.trace.limit))[0]
+    why = EXECUTORS.get(executor)().supports(sc)
+    if why is not None:
+        pytest.skip(why)
+    if implementation != plan(cfg, sc).implementation:
+        pytest.skip(f"serving mode {mode} keeps no cache: nothing to compile")
     _, rec, summary = simulate(cfg)
     n = len(rec["outcome"])
     names = {OUTCOMES[o] for o in rec["outcome"]}
     assert summary["mode"] == mode and summary["executor"] == executor
+    assert summary["implementation"] == implementation
     assert sum(summary["outcomes"].values()) == n == summary["hits"] + summary["misses"]
     assert ((rec["gpu_steps"] == 0) == (rec["outcome"] == IMAGE_HIT)).all()
     assert (rec["gpu_steps"] <= rec["num_steps"]).all() and (rec["k_used"] < rec["num_steps"]).all()
@@ -164,7 +179,7 @@ def test_mode_contract(mode: str, executor: str) -> None:
     expected = {"vanilla": {"no_cache"}, "nirvana": {"miss", "approx_hit", "hole_hit"},
                 "final_image": {"miss", "image_hit"}, "small_model": {"small_model"}}[mode]
     assert names <= expected and len(names) >= min(2, len(expected)) - (mode == "nirvana" and len(names) == 2)
-    if executor == "sequential":
+    if not EXECUTORS.get(executor).timed:
         assert summary["latency_s"] is None and np.isnan(rec["latency_s"]).all()
     else:
         assert summary["latency_s"]["p99"] > 0

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sim.experiments.config import experiment_from_data
 from sim.experiments.slo import _at_scale, _probe, _with_count, search
+from sim.experiments.sweep import experiment_from_data
 
 Cli = Callable[..., tuple[int, str, str]]
 BASE = {"name": "slo", "trace": {"limit": 800}, "cache": {"capacity_noises": 1500}}

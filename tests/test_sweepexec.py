@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
+from sim.config import RunConfig
 from sim.errors import ConfigError, InputError
-from sim.experiments.config import RunConfig, experiment_from_data
+from sim.experiments.sweep import experiment_from_data
 from sim.experiments.sweepexec import SWEEP_EXECUTORS, make_executor
 
 ROOT = Path(__file__).resolve().parent.parent

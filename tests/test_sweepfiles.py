@@ -9,7 +9,7 @@ import pytest
 
 from sim.cli import main
 from sim.errors import ConfigError
-from sim.experiments.config import experiment_from_data, load_experiment, parse_overrides
+from sim.experiments.sweep import experiment_from_data, load_experiment, parse_overrides
 
 ROOT = Path(__file__).resolve().parent.parent
 

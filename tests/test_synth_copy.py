@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from sim.errors import ConfigError
+from sim.experiments.calibrate import grouped_candidates, topic_groups
 from sim.retrieval.precompute import build_candidates
-from sim.workload.calibrate import grouped_candidates, topic_groups
 from sim.workload.synth import generate, write_synth_trace
 from sim.workload.synth_config import SynthConfig, load_synth_config, synth_config_from_data
 from sim.workload.synth_skeleton import REFINE, REPEAT_CROSS, START
@@ -122,10 +122,10 @@ def test_grouped_lists_equal_the_exact_precompute(tmp_path: Path) -> None:
 def test_calibration_evaluator_equals_the_pipeline_with_exact_lists(tmp_path: Path, max_group: int,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """With every topic listed, and with most topics left to the exact search inside their partition."""
-    from sim.experiments.config import load_experiment
+    from sim.experiments import calibrate
+    from sim.experiments.calibrate import evaluate
     from sim.experiments.runner import simulate
-    from sim.workload import calibrate
-    from sim.workload.calibrate import evaluate
+    from sim.experiments.sweep import load_experiment
 
     monkeypatch.setattr(calibrate, "EVAL_MAX_GROUP", max_group)
 

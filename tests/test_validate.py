@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from sim.experiments.config import RunConfig, dump_run_config, experiment_from_data
+from sim.config import RunConfig, dump_run_config
+from sim.experiments.sweep import experiment_from_data
 from sim.validate.sample import stratified_sample
 from tests.conftest import ROOT, TINY_TRACE
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 # NIRVANA defaults (Adobe's code and two re-implementations agree, see DESIGN.md §1):
 # s > 0.95 -> 25, > 0.90 -> 20, > 0.85 -> 15, > 0.75 -> 10, > 0.65 -> 5, otherwise a miss.
 DEFAULT_THRESHOLDS: tuple[tuple[float, int], ...] = (
@@ -29,6 +31,17 @@ class KTable:
             if similarity > above:
                 return k
         return MISS
+
+    def select_array(self, similarity: np.ndarray) -> np.ndarray:
+        """``select`` of every value at once (int64, same shape): the first threshold exceeded, in table order."""
+        similarity = np.asarray(similarity)
+        k = np.full(similarity.shape, MISS, dtype=np.int64)
+        done = np.zeros(similarity.shape, dtype=bool)
+        for above, k_value in self.thresholds:
+            hit = ~done & (similarity > above)
+            k[hit] = k_value
+            done |= hit
+        return k
 
     @property
     def lowest(self) -> float:

@@ -16,9 +16,11 @@ from functools import partial
 import simpy
 from simpy.events import URGENT
 
+from sim.cache.offline import OFFLINE
+from sim.cache.spec import LiveCache
 from sim.executors import EXECUTORS
 from sim.executors.base import Executor, record_admission, record_decision
-from sim.hardware.routing import GpuState
+from sim.hardware.routing import ROUTERS, GpuState
 from sim.scenario import Scenario
 from sim.scenario.modes.base import Decision
 from sim.scenario.records import Records, new_records
@@ -45,20 +47,31 @@ class EngineExecutor(Executor):
     timed = True
     admission = "at generation end (+ storage write)"
 
-    def run(self, scenario: Scenario) -> Records:
-        return Engine(scenario).run()
+    def supports(self, scenario: Scenario) -> str | None:
+        spec = scenario.mode.cache_spec
+        if spec is not None and spec.policy in OFFLINE:
+            # an offline reference reads request indices as its clock, and K as NIRVANA's latent reuse
+            return (f"cache.policy: {spec.policy} (an offline reference) runs only with run.executor: sequential, "
+                    "got engine")
+        return None
+
+    def _execute(self, scenario: Scenario, cache: LiveCache | None) -> Records:
+        return Engine(scenario, cache).run()
 
 
 class Engine:
-    """One SimPy model of a Scenario: each request a chain of callbacks, each GPU a worker process."""
+    """One SimPy model of a Scenario: each request a chain of callbacks, each GPU a worker process.
 
-    def __init__(self, scenario: Scenario) -> None:
+    ``cache``: the live cache of this execution (None: the mode keeps none)."""
+
+    def __init__(self, scenario: Scenario, cache: LiveCache | None = None) -> None:
         self._sc = scenario
         self._req = scenario.requests
         self._mode = scenario.mode
+        self._cache = cache
         self._gpus = scenario.gpus
         self._service = scenario.service
-        self._router = scenario.router
+        self._router = ROUTERS.get(scenario.routing)()
         self._frontend = scenario.frontend
         self._tier = scenario.tier
         self._write_delay = scenario.write_delay
@@ -133,7 +146,7 @@ class Engine:
     def _start(self, env: simpy.Environment, i: int, _: simpy.Event) -> None:
         self._rec["arrival_s"][i] = env.now
         if not self._mode.searches:
-            self._decided(env, i, 0.0, 0.0, self._mode.decide(i, env.now))
+            self._decided(env, i, 0.0, 0.0, self._mode.decide(self._cache, i, env.now))
             return
         embed_s = self._frontend.embed_s
         if embed_s > 0:
@@ -142,9 +155,9 @@ class Engine:
             self._lookup(env, i, embed_s, None)
 
     def _lookup(self, env: simpy.Environment, i: int, embed_s: float, _: simpy.Event | None) -> None:
-        search_s = self._frontend.search_s(self._mode.search_size(i))
+        search_s = self._frontend.search_s(self._mode.search_size(self._cache, i))
         # The lookup sees the cache as it is when the search starts.
-        decision = self._mode.decide(i, env.now)
+        decision = self._mode.decide(self._cache, i, env.now)
         if search_s > 0:
             env.timeout(search_s).callbacks.append(lambda _: self._decided(env, i, embed_s, search_s, decision))
         else:
@@ -187,7 +200,7 @@ class Engine:
             self._admit(env, i)
 
     def _admit(self, env: simpy.Environment, i: int) -> None:
-        record_admission(self._rec, i, env.now, self._mode.admit(i, env.now))
+        record_admission(self._rec, i, env.now, self._mode.admit(self._cache, i, env.now))
         self._close()
 
     # -- GPU stage -------------------------------------------------------------------------------

@@ -121,8 +121,8 @@ def quality(out: Path, pub: dict[str, Any]) -> str:
 
 
 def load_table(out: Path, pub: dict[str, Any], slo_s: float) -> str:
-    from sim.experiments.config import load_experiment
     from sim.experiments.slo import search
+    from sim.experiments.sweep import load_experiment
 
     rows = sorted(_summaries(out), key=lambda r: (r["serving.mode"], -r["trace.time_scale"]))
     lines = ["# (d) latency against load, and GPUs needed under an SLO", "",
@@ -146,8 +146,8 @@ def load_table(out: Path, pub: dict[str, Any], slo_s: float) -> str:
 
 def run_paper(name: str, *, trace: str | None, out: Path | None, jobs: int, overwrite: bool, slo_s: float,
               overrides: list[tuple[str, Any]] = ()) -> Path:  # type: ignore[assignment]
-    from sim.experiments.config import load_experiment
     from sim.experiments.runner import run_experiment
+    from sim.experiments.sweep import load_experiment
 
     overrides = ([("trace.path", trace)] if trace else []) + list(overrides)
     exp = load_experiment(resolve(f"{PAPER_DIR}/{name}.yaml"), overrides)
@@ -180,7 +180,7 @@ def _cmd(args: argparse.Namespace) -> int:
         raise ConfigError("--out: give one experiment name with --out (all writes results/paper-NAME each)")
     if not args.p99 > 0:
         raise ConfigError(f"--p99: expected seconds > 0, got {args.p99}")
-    from sim.experiments.config import parse_overrides
+    from sim.experiments.sweep import parse_overrides
 
     overrides = parse_overrides(args.set)
     for name in NAMES if args.name == "all" else (args.name,):

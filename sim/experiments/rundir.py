@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from sim.config import RunConfig, dump_run_config
 from sim.errors import InputError
-from sim.experiments.config import RunConfig, dump_run_config
 from sim.paths import resolve
 from sim.scenario.records import OUTCOMES, RECORD_COLUMNS, Records
 from sim.workload.trace import embeddings_path

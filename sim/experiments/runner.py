@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from sim.build import build_scenario, plan, run_cost, similarity_map
+from sim.config import RunConfig
 from sim.errors import ConfigError, InputError
-from sim.executors import EXECUTORS
-from sim.experiments.build import build_scenario, run_cost, similarity_map
-from sim.experiments.config import Experiment, RunConfig
 from sim.experiments.rundir import InputHashes, RunResult, input_files, kept_run_state, publish_run
+from sim.experiments.sweep import Experiment
 from sim.fileio import check_output_dir, check_replaceable, write_text_atomic, writing
 from sim.metrics import derive_quality, summarize
 from sim.scenario import warmup_mask
@@ -29,17 +30,19 @@ def simulate(cfg: RunConfig, trace: Trace | None = None) -> tuple[Trace, Records
     if trace is None:
         trace = load_trace(cfg.trace.path, cfg.trace.limit)
     scenario, quality = build_scenario(cfg, trace)
-    executor = EXECUTORS.get(cfg.run.executor)()
-    records = executor.run(scenario)
+    how = plan(cfg, scenario)
+    executor = how.executor
+    records = executor.run(scenario, how.implementation)
     records["warmup"][:] = warmup_mask(records["arrival_s"], cfg.metrics.warmup_requests, cfg.metrics.warmup_s)
     derive_quality(records, quality)
     mode = scenario.mode
     summary = summarize(records, ks=cfg.cache.ks, gpu_kinds=scenario.gpu_kinds,
                         cost=run_cost(cfg, mode.capacity_bytes()), timed=executor.timed)
     scale = Path(scenario.similarity_map).name if scenario.similarity_map else "none (raw cosine)"
-    header = {"name": cfg.name, "mode": mode.name, "executor": executor.name, "admission": executor.admission,
+    header = {"name": cfg.name, "mode": mode.name, "executor": executor.name, "implementation": how.implementation,
+              "admission": executor.admission,
               "embedder": trace.embedder, "similarity_map": scale, "quality_profile": quality.source}
-    return trace, records, {**header, **summary, **mode.stats(), **executor.stats}
+    return trace, records, {**header, **summary, **executor.stats}
 
 
 def run_point(cfg: RunConfig, trace: Trace | None = None) -> RunResult:
@@ -79,10 +82,15 @@ def validate_runs(runs: list[tuple[str, RunConfig]]) -> dict[str, dict[str, str]
     is written; returns each run's input hashes. Raises the first problem, naming its file or key."""
     hashes = InputHashes()
     out = {}
+    notices: set[str] = set()
     for name, cfg in runs:
         trace = _trace(cfg)
         try:
             scenario, _ = build_scenario(cfg, trace)
+            notice = plan(cfg, scenario).notice
+            if notice is not None and notice not in notices:
+                notices.add(notice)
+                print(f"notice: {notice}", file=sys.stderr)
             run_cost(cfg, None)
             m = cfg.metrics
             if warmup_mask(scenario.requests.arrival_s, m.warmup_requests, m.warmup_s).all():

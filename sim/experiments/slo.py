@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sim.config import RunConfig
 from sim.errors import ConfigError
-from sim.experiments.config import RunConfig
 from sim.fileio import check_output_dir, write_text_atomic
 
 #: bracket for the load scale (arrival rate x L): beyond these the answer is "more than" / "less than"
@@ -189,8 +189,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 def _cmd(args: argparse.Namespace) -> int:
     import math
 
-    from sim.experiments.config import load_experiment, parse_overrides
     from sim.experiments.runner import validate_runs
+    from sim.experiments.sweep import load_experiment, parse_overrides
 
     if not (math.isfinite(args.p99) and args.p99 > 0):
         raise ConfigError(f"--p99: expected a latency in seconds > 0, got {args.p99}")

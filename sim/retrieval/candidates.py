@@ -3,7 +3,8 @@
 The lists (sim.retrieval.precompute) hold each request's earlier prompts of its partition above the
 floor, sorted by canonical cosine. Answers equal ExactCosine's wherever the exact similarity reaches
 the floor: ties in cosine go to the smallest cached entry id, as in the exact path. Below the floor
-this path answers None where the exact one names the best cached prompt (both are misses).
+this path answers None where the exact one names the best cached prompt (both are misses), whether the
+list or the exact fallback found it, so answers do not depend on the lists' cap.
 When no listed prompt is cached and the list was truncated, an exact search over the cached vectors
 answers (counted in ``exact_fallbacks``); a lookup without a request index (-1) or without lists is
 answered exactly too (``unlisted_lookups``).
@@ -98,7 +99,10 @@ class CandidateCosine(Retriever):
                 self.counts.listed += 1
                 return None  # nothing cached reaches the floor
         self.counts.exact_fallbacks += 1
-        return self._exact.nearest(vector, text_key)
+        found = self._exact.nearest(vector, text_key)
+        if found is not None and found[1] < self._cands.floor:
+            return None  # as a complete list would answer: nothing cached reaches the floor
+        return found
 
     def __len__(self) -> int:
         return len(self._prompt_of)

@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import yaml
 
 from sim.errors import ConfigError, InputError
 from sim.hardware.profiles import StepLatency
@@ -74,7 +73,8 @@ def _table(profile: str, model: str, gpu: str, width: int, height: int) -> Any:
 
 def read_run(folder: Path) -> RunFolder:
     """Config, records and prompts of ``folder``; one-line errors for what validation cannot use."""
-    from sim.experiments.config import experiment_from_data
+    from sim.config import run_config_from_data
+    from sim.fileio import read_yaml_mapping
     from sim.workload.trace import load_trace
 
     if not folder.is_dir():
@@ -87,10 +87,7 @@ def read_run(folder: Path) -> RunFolder:
     if not requests_file.is_file():
         raise InputError(f"{requests_file}: not found: the run folder has no requests to sample")
     try:
-        raw = yaml.safe_load(config_file.read_text())
-        cfg = experiment_from_data(raw or {}, source=str(config_file)).base
-    except yaml.YAMLError as exc:
-        raise InputError(f"{config_file}: not valid YAML ({exc})") from None
+        cfg = run_config_from_data(read_yaml_mapping(config_file, "run config", InputError), str(config_file))
     except ConfigError as exc:
         raise InputError(str(exc)) from None
     try:

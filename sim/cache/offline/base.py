@@ -61,10 +61,7 @@ class Future:
 
     def k_of(self, similarity: np.ndarray, requests: np.ndarray) -> np.ndarray:
         """K asked at each similarity (rows: ``requests``), capped at the request's N - 1, as the store does."""
-        k = np.full(similarity.shape, MISS, dtype=np.int64)
-        for above, k_value in reversed(self.table.thresholds):  # ascending thresholds: the highest wins
-            k[similarity > above] = k_value
-        return np.minimum(k, (self.num_steps[requests] - 1)[:, None])
+        return np.minimum(self.table.select_array(similarity), (self.num_steps[requests] - 1)[:, None])
 
     def resolve(self, k_asked: np.ndarray) -> np.ndarray:
         """Largest cached K <= each asked K (every K of the prompt cached), 0 where none is."""

@@ -1,17 +1,23 @@
 """The serving-mode interface: what a request's lookup decides and what its completion admits.
 
-A mode is plain Python taking ``now`` (no clock of its own): every executor asks it the same two
-questions, so the SimPy engine, the sequential replay and the real-GPU executor follow one set of rules.
+A mode is a frozen description (its requests and the CacheSpec of what it keeps); the state of one
+execution lives in the live cache an executor opens from that spec and passes to every call. So one
+Scenario can be executed many times, and every executor (the SimPy engine, the sequential replay, the
+real-GPU validation) follows one set of rules. Each mode builds itself from its config section
+(``from_config``), registered under its file name.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-from sim.cache.store import CacheStore
+from sim.cache.spec import CacheSpec, LiveCache
 from sim.scenario.records import NO_CACHE
+
+if TYPE_CHECKING:
+    from sim.build import BuildParts
 
 Caches = Literal["nothing", "latents", "images"]
 
@@ -49,42 +55,34 @@ class ServingMode(ABC):
     searches: bool
     #: config key of the quality profile this mode's outcomes are scored with (dotted)
     quality_key: ClassVar[str] = "quality.profile"
+    #: the cache this mode keeps (None: none); executors open a live cache from it per execution
+    cache_spec: CacheSpec | None = None
 
-    def search_size(self, i: int) -> int:
+    @classmethod
+    @abstractmethod
+    def from_config(cls, parts: BuildParts) -> ServingMode:
+        """The mode of a run, from its config section and the run's requests (the builder's parts)."""
+
+    def search_size(self, cache: LiveCache | None, i: int) -> int:
         """Cached prompts request ``i``'s search scans (its latency model grows with them)."""
-        return 0
+        return cache.partition_size(i) if cache is not None else 0
 
     @abstractmethod
-    def decide(self, i: int, now: float) -> Decision:
+    def decide(self, cache: LiveCache | None, i: int, now: float) -> Decision:
         """Look request ``i`` up at time ``now`` and say how it is served."""
 
-    def admit(self, i: int, now: float) -> Admitted:
+    def admit(self, cache: LiveCache | None, i: int, now: float) -> Admitted:
         """Insert what request ``i`` produced (called only when its decision has ``admit_bytes``)."""
-        raise NotImplementedError(f"serving mode {self.name} admits nothing")
+        if cache is None:
+            raise NotImplementedError(f"serving mode {self.name} admits nothing")
+        done = cache.admit(i, now)
+        return Admitted(done.entry_id, done.num_evicted_noises)
 
     def capacity_bytes(self) -> int | None:
         """Storage the mode's cache occupies when full, for the storage bill (None: no cache)."""
-        return None
-
-    def stats(self) -> dict[str, int]:
-        """Counters for the summary that only the mode can know: hits its cache policy declined (served as
-        misses) and misses it refused to admit."""
-        store = getattr(self, "store", None)
-        if store is None:
-            return {}
-        out = {"hits_declined": store.num_declined, "admissions_refused": store.num_refused}
-        counts = store.retrieval_counts()
-        if not any(counts.values()):  # the store's retriever was never asked (a replay that reads its config only)
-            return out
-        return out | {f"retrieval_{name}": n for name, n in counts.items()}
+        return self.cache_spec.capacity_bytes_when_full() if self.cache_spec is not None else None
 
 
 def uncached(latency_class: int, num_steps: int) -> Decision:
     """A request generated from scratch with no cache at all."""
     return Decision(NO_CACHE, num_steps, latency_class)
-
-
-def store_capacity_bytes(store: CacheStore, unit_bytes: int) -> int:
-    """The binding limit of a store: its byte capacity, or its unit capacity x the largest unit, if smaller."""
-    limits = [store.capacity_bytes, store.capacity_noises * unit_bytes]
-    return min(v for v in limits if v < 1 << 62)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING
 
-from sim.cache.store import CacheStore
+from sim.cache.spec import CacheSpec, LiveCache
+from sim.requests import Requests
 from sim.scenario.modes import MODES
-from sim.scenario.modes.base import Admitted, Decision, ServingMode, store_capacity_bytes
+from sim.scenario.modes.base import Decision, ServingMode
 from sim.scenario.records import IMAGE_HIT, MISS
-from sim.scenario.requests import Requests
+
+if TYPE_CHECKING:
+    from sim.build import BuildParts
 
 #: the single "K" an image is stored under in its store (an image is one unit; K has no meaning here)
 IMAGE_UNIT = 1
@@ -26,35 +29,25 @@ class FinalImage(ServingMode):
     searches = True
     quality_key = "serving.final_image.quality_profile"
 
-    def __init__(self, requests: Requests, store: CacheStore, image_bytes: np.ndarray) -> None:
-        if store.ks != (IMAGE_UNIT,):
-            raise ValueError(f"an image store holds one unit per prompt (ks = ({IMAGE_UNIT},)), got {store.ks}")
+    def __init__(self, requests: Requests, spec: CacheSpec) -> None:
+        if spec.ks != (IMAGE_UNIT,) or spec.capped:
+            raise ValueError(f"an image cache holds one uncapped unit per prompt (ks = ({IMAGE_UNIT},)), got {spec.ks}")
         self._req = requests
-        self.store = store
-        self._image_bytes = image_bytes
+        self.cache_spec = spec
 
-    def capacity_bytes(self) -> int | None:
-        return store_capacity_bytes(self.store, int(self._image_bytes.max()))
+    @classmethod
+    def from_config(cls, parts: BuildParts) -> FinalImage:
+        return cls(parts.requests, parts.cache_spec(images=True))
 
-    def search_size(self, i: int) -> int:
-        return self.store.partition_size(int(self._req.partition[i]))
-
-    def decide(self, i: int, now: float) -> Decision:
+    def decide(self, cache: LiveCache | None, i: int, now: float) -> Decision:
+        assert cache is not None and self.cache_spec is not None
         req = self._req
-        num_steps = int(req.num_steps[i])
-        key = int(req.prompt_index[i])
-        found = self.store.access(int(req.partition[i]), req.vectors[key], key, now, i)
-        size = int(self._image_bytes[i])
+        found = cache.lookup(i, now)
+        size = int(self.cache_spec.unit_bytes[i])
         if found.k_used:
             return Decision(IMAGE_HIT, 0, int(req.latency_class[i]), fetch_bytes=size,
                             similarity=found.similarity, similarity_raw=found.similarity_raw,
                             matched_entry=found.entry_id)
-        return Decision(MISS, num_steps, int(req.latency_class[i]), admit_bytes=size,
+        return Decision(MISS, int(req.num_steps[i]), int(req.latency_class[i]), admit_bytes=size,
                         similarity=found.similarity, similarity_raw=found.similarity_raw,
                         matched_entry=found.entry_id)
-
-    def admit(self, i: int, now: float) -> Admitted:
-        req = self._req
-        key = int(req.prompt_index[i])
-        done = self.store.admit(int(req.partition[i]), req.vectors[key], key, int(self._image_bytes[i]), now)
-        return Admitted(done.entry_id, done.num_evicted_noises)

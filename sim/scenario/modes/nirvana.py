@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from sim.cache.store import CacheStore
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from sim.cache.spec import CacheSpec, LiveCache
+from sim.cache.store import AccessResult
+from sim.requests import Requests
 from sim.scenario.modes import MODES
-from sim.scenario.modes.base import Admitted, Decision, ServingMode, store_capacity_bytes
-from sim.scenario.records import APPROX_HIT, HOLE_HIT, MISS
-from sim.scenario.requests import Requests
+from sim.scenario.modes.base import Decision, ServingMode
+from sim.scenario.records import APPROX_HIT, HOLE_HIT, MISS, Records
+
+if TYPE_CHECKING:
+    from sim.build import BuildParts
 
 
 @MODES.register("nirvana")
@@ -19,23 +27,24 @@ class Nirvana(ServingMode):
     caches = "latents"
     searches = True
 
-    def __init__(self, requests: Requests, store: CacheStore) -> None:
+    def __init__(self, requests: Requests, spec: CacheSpec) -> None:
         self._req = requests
-        self.store = store
-        self._num_ks = len(store.ks)
+        self.cache_spec = spec
+        self._num_ks = len(spec.ks)
 
-    def capacity_bytes(self) -> int | None:
-        return store_capacity_bytes(self.store, int(self._req.noise_bytes.max()))
+    @classmethod
+    def from_config(cls, parts: BuildParts) -> Nirvana:
+        return cls(parts.requests, parts.cache_spec())
 
-    def search_size(self, i: int) -> int:
-        return self.store.partition_size(int(self._req.partition[i]))
+    def decide(self, cache: LiveCache | None, i: int, now: float) -> Decision:
+        assert cache is not None
+        return self.decision(i, cache.lookup(i, now))
 
-    def decide(self, i: int, now: float) -> Decision:
+    def decision(self, i: int, result: AccessResult) -> Decision:
+        """How request i is served, given its lookup."""
         req = self._req
         num_steps = int(req.num_steps[i])
         cls = int(req.latency_class[i])
-        key = int(req.prompt_index[i])
-        result = self.store.access(int(req.partition[i]), req.vectors[key], key, now, i, max_k=num_steps - 1)
         k = result.k_used
         if k:
             outcome = HOLE_HIT if result.hole else APPROX_HIT
@@ -47,8 +56,9 @@ class Nirvana(ServingMode):
                         similarity=result.similarity, similarity_raw=result.similarity_raw,
                         matched_entry=result.entry_id, k_selected=result.k_selected, hole=result.hole)
 
-    def admit(self, i: int, now: float) -> Admitted:
-        req = self._req
-        key = int(req.prompt_index[i])
-        done = self.store.admit(int(req.partition[i]), req.vectors[key], key, int(req.noise_bytes[i]), now, i)
-        return Admitted(done.entry_id, done.num_evicted_noises)
+    def decisions(self, rec: Records) -> None:
+        """``decision``'s outcome and GPU steps for every request at once, from the lookup columns a compiled
+        replay wrote (k_used, hole)."""
+        k, hole = rec["k_used"], rec["hole"]
+        rec["outcome"][:] = np.where(k == 0, MISS, np.where(hole, HOLE_HIT, APPROX_HIT))
+        rec["gpu_steps"][:] = rec["num_steps"] - k

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from sim.cache.store import CacheStore
+from sim.cache.spec import CacheSpec, LiveCache
+from sim.requests import Requests
 from sim.scenario.modes import MODES
-from sim.scenario.modes.base import Admitted, Caches, Decision, ServingMode
+from sim.scenario.modes.base import Caches, Decision, ServingMode
 from sim.scenario.modes.nirvana import Nirvana
 from sim.scenario.records import MISS, SMALL_MODEL
-from sim.scenario.requests import Requests
+
+if TYPE_CHECKING:
+    from sim.build import BuildParts
 
 
 @MODES.register("small_model")
@@ -31,38 +34,29 @@ class SmallModel(ServingMode):
     quality_key = "serving.small_model.quality_profile"
 
     def __init__(self, requests: Requests, small_class: np.ndarray, serve: Literal["all", "misses"],
-                 store: CacheStore | None = None) -> None:
-        if (serve == "misses") != (store is not None):
-            raise ValueError("small_model: a store is needed exactly when serve is 'misses'")
+                 spec: CacheSpec | None = None) -> None:
+        if (serve == "misses") != (spec is not None):
+            raise ValueError("small_model: a cache is needed exactly when serve is 'misses'")
         self._req = requests
         self._small = small_class
-        self._cache = Nirvana(requests, store) if store is not None else None
-        self.store = store
-        self.searches = store is not None
-        self.caches = "latents" if store is not None else "nothing"
+        self._nirvana = Nirvana(requests, spec) if spec is not None else None
+        self.cache_spec = spec
+        self.searches = spec is not None
+        self.caches = "latents" if spec is not None else "nothing"
 
-    @property
-    def uses_cache(self) -> bool:
-        return self._cache is not None
+    @classmethod
+    def from_config(cls, parts: BuildParts) -> SmallModel:
+        sm = parts.cfg.serving.small_model
+        spec = parts.cache_spec() if sm.serve == "misses" else None
+        return cls(parts.requests, parts.latency_classes(sm.model), sm.serve, spec)
 
-    def capacity_bytes(self) -> int | None:
-        return self._cache.capacity_bytes() if self._cache is not None else None
-
-    def search_size(self, i: int) -> int:
-        return self._cache.search_size(i) if self._cache is not None else 0
-
-    def decide(self, i: int, now: float) -> Decision:
+    def decide(self, cache: LiveCache | None, i: int, now: float) -> Decision:
         small = int(self._small[i])
-        if self._cache is None:
+        if self._nirvana is None:
             return Decision(SMALL_MODEL, int(self._req.num_steps[i]), small)
-        d = self._cache.decide(i, now)
+        d = self._nirvana.decide(cache, i, now)
         if d.outcome != MISS:
             return d
         return Decision(SMALL_MODEL, d.gpu_steps, small, admit_bytes=d.admit_bytes, similarity=d.similarity,
                         similarity_raw=d.similarity_raw, matched_entry=d.matched_entry,
                         k_selected=d.k_selected, hole=d.hole)
-
-    def admit(self, i: int, now: float) -> Admitted:
-        if self._cache is None:
-            return super().admit(i, now)
-        return self._cache.admit(i, now)

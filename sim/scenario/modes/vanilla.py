@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from sim.cache.spec import LiveCache
+from sim.requests import Requests
 from sim.scenario.modes import MODES
 from sim.scenario.modes.base import Decision, ServingMode, uncached
-from sim.scenario.requests import Requests
+
+if TYPE_CHECKING:
+    from sim.build import BuildParts
 
 
 @MODES.register("vanilla")
@@ -18,5 +24,9 @@ class Vanilla(ServingMode):
     def __init__(self, requests: Requests) -> None:
         self._req = requests
 
-    def decide(self, i: int, now: float) -> Decision:
+    @classmethod
+    def from_config(cls, parts: BuildParts) -> Vanilla:
+        return cls(parts.requests)
+
+    def decide(self, cache: LiveCache | None, i: int, now: float) -> Decision:
         return uncached(int(self._req.latency_class[i]), int(self._req.num_steps[i]))

@@ -9,7 +9,7 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Requests:
-    """What each request asks for; built once per run from the trace and the run config."""
+    """What each request asks for; built once per run from the trace and the run config (sim/build.py)."""
 
     arrival_s: np.ndarray  # float64
     vectors: np.ndarray  # float32 [num_prompts, dim], unit norm
@@ -19,6 +19,8 @@ class Requests:
     num_steps: np.ndarray  # int64: N
     latency_class: np.ndarray  # int64: (main model, shape) class, indexes each GPU's latency tables
     step_factor: np.ndarray  # float64: multiplicative jitter on the step time (1.0 = none)
+    width: np.ndarray | None = None  # int64 pixels (None: requests made by hand, whose shape nothing reads)
+    height: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.arrival_s)

@@ -4,7 +4,7 @@ The published row (profiles/published/nirvana-paper-results.yaml, experiment (a)
 0.12 / 0.15 / 0.18 / 0.23 of the denoising compute at 1,500 / 15,000 / 150,000 / 1,500,000 noises
 on a 2M-request DiffusionDB-scale trace. Only that row is fitted; the other policies' cells are for
 reporting. One evaluation generates a vectors-mode trace (``vectors.model: tree``) in memory and
-replays it with the ``sequential_fast`` executor under the paper experiment's run config
+replays it with the sequential executor on the compiled cache core under the paper experiment's run config
 (experiments/paper/capacity.yaml), LCBFU at each capacity.
 
 Candidate lists for the fitting loop are exact *within topics*: in a tree trace every prompt is a
@@ -125,10 +125,11 @@ def _with(cfg: SynthConfig, knobs: dict[str, float]) -> SynthConfig:
 def evaluate(cfg: SynthConfig, requests: int, seed: int, capacities: list[int], policies: tuple[str, ...] = ("lcbfu",),
              work: Path | None = None) -> dict[tuple[str, int], dict[str, float]]:
     """Compute saved and hit rate per (policy, capacity) for one generator config: generate, write, load,
-    one set of lists, then a sequential_fast replay per point."""
-    from sim.executors.sequential_fast import FastSequential
-    from sim.experiments.build import build_scenario
-    from sim.experiments.config import load_experiment
+    one set of lists, then a compiled sequential replay per point."""
+    from sim.build import build_scenario, with_requests
+    from sim.cache.core.cache import CompiledCache
+    from sim.executors.sequential import Sequential
+    from sim.experiments.sweep import load_experiment
     from sim.metrics import summarize
     from sim.workload.synth import write_synth_trace
     from sim.workload.trace import load_trace
@@ -150,14 +151,14 @@ def evaluate(cfg: SynthConfig, requests: int, seed: int, capacities: list[int], 
                     ("cache.retrieval", "exact_cosine"), ("run.executor", "sequential"),
                     ("sweep.cache.policy", [policy]), ("sweep.cache.capacity_noises", [cap])])
                 ((_, run),) = exp.runs()
-                scenario, _ = build_scenario(run, trace)
-                scenario = dataclasses.replace(scenario, requests=dataclasses.replace(scenario.requests,
-                                                                                      partition=topic))
+                scenario = with_requests(build_scenario(run, trace)[0], partition=topic)
                 if cands is None:  # one set of lists: every point has the same trace and K table
                     floor = min(t.above for t in run.cache.thresholds)  # vectors: raw scale, no map
                     cands = grouped_candidates(trace.vectors, trace.prompt_index, groups, floor,
                                                EVAL_LIST_CAP, max_group=EVAL_MAX_GROUP)
-                rec = FastSequential(cands).run(scenario)
+                assert scenario.mode.cache_spec is not None
+                spec = dataclasses.replace(scenario.mode.cache_spec, retrieval="candidates", candidates=cands)
+                rec = Sequential().run(scenario, cache=CompiledCache(spec, scenario.requests))
                 summary = summarize(rec, ks=run.cache.ks, gpu_kinds=scenario.gpu_kinds, cost=None, timed=False)
                 out[(policy, cap)] = {"compute_saved": float(summary["compute_saved"]),
                                       "hit_rate": float(summary["hit_rate"])}

@@ -1,44 +1,39 @@
-"""Run config + trace -> Scenario: every profile loaded and checked here, before anything is executed."""
+"""The composition root: run config + trace -> Scenario, with every profile loaded and checked before anything runs.
+
+Imported by the sweeps, validation, calibration and tests alike. Request shape, partition and latency class
+are derived once here, into the request arrays; each serving mode builds itself from its config section
+(``MODES[name].from_config(parts)``); the executor and the implementation that will carry the run out are
+chosen and checked here too (``plan``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sim.cache.admission import ADMISSIONS
 from sim.cache.kselect import KTable
-from sim.cache.offline import OFFLINE, Future
-from sim.cache.policies import POLICIES, Policy
-from sim.cache.store import CacheStore
-from sim.errors import InputError
-from sim.experiments.config import RunConfig
+from sim.cache.offline import OFFLINE
+from sim.cache.spec import CacheSpec
+from sim.config import RunConfig
+from sim.errors import ConfigError, InputError
+from sim.executors import EXECUTORS, Executor
+from sim.executors.base import choose_implementation
 from sim.hardware.profiles import load_cost, load_frontend, load_latency_table, load_storage_tier
-from sim.hardware.routing import ROUTERS
 from sim.metrics import RunCost
 from sim.quality import QualityModel, load_quality
-from sim.retrieval import RETRIEVERS, Retriever
+from sim.requests import Requests
 from sim.rng import rng_stream
-from sim.scenario import Gpu, Requests, Scenario
-from sim.scenario.modes import MODES, ServingMode
+from sim.scenario import Gpu, Scenario
+from sim.scenario.modes import MODES
 from sim.scenario.modes.final_image import IMAGE_UNIT
 from sim.workload.simmap import SimilarityMap, find_map, load_map
 from sim.workload.trace import Trace
 
 #: a request class: (model name, width, height); each GPU has one latency table per class
 LatencyClass = tuple[str, int, int]
-
-
-def _shapes(cfg: RunConfig, trace: Trace) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    m = cfg.model
-    width = np.where(trace.width > 0, trace.width, m.width)
-    height = np.where(trace.height > 0, trace.height, m.height)
-    steps = np.where(trace.steps > 0, trace.steps, m.num_steps)
-    sampler = np.array([s if s is not None else m.sampler for s in trace.sampler], dtype=object)
-    return width, height, steps, sampler
 
 
 def _classes(model: str, width: np.ndarray, height: np.ndarray, classes: dict[LatencyClass, int]) -> np.ndarray:
@@ -48,11 +43,15 @@ def _classes(model: str, width: np.ndarray, height: np.ndarray, classes: dict[La
 
 
 def build_requests(cfg: RunConfig, trace: Trace) -> tuple[Requests, dict[LatencyClass, int]]:
-    """Per-request inputs, and the latency class numbering (main-model classes first)."""
+    """Per-request inputs (shape, partition, latent bytes, latency class, step jitter, derived once), and the
+    latency class numbering (main-model classes first)."""
     m = cfg.model
-    width, height, steps, sampler = _shapes(cfg, trace)
+    width = np.where(trace.width > 0, trace.width, m.width).astype(np.int64)
+    height = np.where(trace.height > 0, trace.height, m.height).astype(np.int64)
+    steps = np.where(trace.steps > 0, trace.steps, m.num_steps)
+    sampler = [s if s is not None else m.sampler for s in trace.sampler]
     # A latent is reusable only for the same model, shape, sampler and N (DESIGN.md §4).
-    compat = list(zip(width.tolist(), height.tolist(), steps.tolist(), sampler.tolist(), strict=True))
+    compat = list(zip(width.tolist(), height.tolist(), steps.tolist(), sampler, strict=True))
     if cfg.cache.scope == "user":
         # Unknown users (null) share nothing: each such request is its own tenant.
         keys: list[Any] = [
@@ -84,6 +83,8 @@ def build_requests(cfg: RunConfig, trace: Trace) -> tuple[Requests, dict[Latency
         num_steps=steps.astype(np.int64),
         latency_class=latency_class,
         step_factor=step_factor,
+        width=width,
+        height=height,
     )
     return requests, classes
 
@@ -146,98 +147,77 @@ def similarity_map(cfg: RunConfig, embedder: str) -> SimilarityMap | None:
     return smap
 
 
-def make_retriever(cfg: RunConfig, dim: int, table: KTable, smap: SimilarityMap | None,
-                   requests: Requests | None) -> Callable[[], Retriever]:
-    """The store's per-partition retriever factory (picklable). With ``candidates``, the trace's candidate
-    lists are built (or read from their cache) here, for the floor the K table and map imply."""
-    c = cfg.cache
-    if c.retrieval != "candidates":
-        return partial(RETRIEVERS.get(c.retrieval), dim)
-    if requests is None:
-        raise InputError("cache.retrieval: candidates needs the trace's requests")
-    from sim.retrieval.candidates import CandidatesFactory
+def candidate_lists(cfg: RunConfig, requests: Requests, table: KTable, smap: SimilarityMap | None) -> Any:
+    """The trace's candidate lists (built, or read from their cache) for the floor the K table and map imply."""
     from sim.retrieval.precompute import DEFAULT_DIR, build_candidates, raw_floor
 
     floor = raw_floor(table.lowest, smap.x, smap.y) if smap is not None else raw_floor(table.lowest)
-    cc = c.candidates
-    lists = build_candidates(requests.vectors, requests.prompt_index, requests.partition, floor=floor,
-                             max_candidates=cc.max_candidates, method=cc.method,
-                             cache_dir=Path(cc.cache_dir) if cc.cache_dir else DEFAULT_DIR)
-    return CandidatesFactory(lists, dim)
+    cc = cfg.cache.candidates
+    return build_candidates(requests.vectors, requests.prompt_index, requests.partition, floor=floor,
+                            max_candidates=cc.max_candidates, method=cc.method,
+                            cache_dir=Path(cc.cache_dir) if cc.cache_dir else DEFAULT_DIR)
 
 
-def make_store(cfg: RunConfig, dim: int, smap: SimilarityMap | None = None, *, images: bool = False,
-               requests: Requests | None = None) -> CacheStore:
-    """The cache store of a run: latents at every cached K, or (``images``) one final image per prompt.
+@dataclass
+class BuildParts:
+    """What a serving mode builds itself from: the run config, its requests, the similarity map, and the latency
+    class numbering (a mode may add classes, e.g. the small model's)."""
 
-    Offline references (cache.policy in sim/cache/offline/) and the candidates retriever read the whole
-    trace: ``requests``."""
-    c = cfg.cache
-    if images:
-        fi = cfg.serving.final_image
-        # s >= threshold serves the image: the K table's test is strict, so compare with the next float down.
-        table = KTable(((float(np.nextafter(fi.threshold, -np.inf)), IMAGE_UNIT),))
-        ks: tuple[int, ...] = (IMAGE_UNIT,)
-        capacity_noises = fi.capacity_images
-        if capacity_noises is None and c.capacity_noises is not None:
-            capacity_noises = max(1, c.capacity_noises // len(c.ks))  # as many prompts as the latent cache
-    else:
-        table = KTable(tuple((t.above, t.k) for t in c.thresholds))
-        ks, capacity_noises = c.ks, c.capacity_noises
-    retriever = make_retriever(cfg, dim, table, smap, requests)
-    policy: Policy
-    rng = rng_stream(cfg.seed, "policy")
-    if c.policy in OFFLINE:
-        if requests is None:
-            raise InputError(f"cache.policy: {c.policy} is an offline reference and needs the trace")
-        future = Future(requests.vectors, requests.prompt_index, requests.partition, requests.num_steps,
-                        requests.noise_bytes, table, tuple(sorted(ks)), smap.apply_array if smap is not None else None)
-        policy = OFFLINE.get(c.policy)(c.eviction_unit, c.policy_params, rng, future=future)
-        if c.policy == "infinite":
-            # Room for a noise at every K of every request: nothing is ever evicted.
-            return CacheStore(ks=ks, table=table, policy=policy, make_retriever=retriever,
-                              capacity_noises=len(requests) * len(ks),
-                              similarity_scale=smap.apply if smap is not None else None)
-    else:
-        policy = POLICIES.get(c.policy)(c.eviction_unit, c.policy_params, rng)
-    return CacheStore(
-        ks=ks,
-        table=table,
-        admission=ADMISSIONS.get(c.admission)(c.admission_params, rng_stream(cfg.seed, "admission")),
-        policy=policy,
-        make_retriever=retriever,
-        capacity_noises=capacity_noises,
-        capacity_bytes=c.capacity_bytes,
-        similarity_scale=smap.apply if smap is not None else None,
-    )
+    cfg: RunConfig
+    requests: Requests
+    classes: dict[LatencyClass, int]
+    smap: SimilarityMap | None
+    _lists: dict[float, Any] = field(default_factory=dict)
+
+    def latency_classes(self, model: str) -> np.ndarray:
+        """Each request's latency class when ``model`` serves it (numbered after the main model's)."""
+        assert self.requests.width is not None and self.requests.height is not None
+        return _classes(model, self.requests.width, self.requests.height, self.classes)
+
+    def cache_spec(self, *, images: bool = False) -> CacheSpec:
+        """The spec of the run's cache: latents at every cached K, or (``images``) one final image per prompt."""
+        cfg, req = self.cfg, self.requests
+        c = cfg.cache
+        if images:
+            fi = cfg.serving.final_image
+            # s >= threshold serves the image: the K table's test is strict, so compare with the next float down.
+            table = KTable(((float(np.nextafter(fi.threshold, -np.inf)), IMAGE_UNIT),))
+            ks: tuple[int, ...] = (IMAGE_UNIT,)
+            capacity_noises = fi.capacity_images
+            if capacity_noises is None and c.capacity_noises is not None:
+                capacity_noises = max(1, c.capacity_noises // len(c.ks))  # as many prompts as the latent cache
+            unit_bytes = image_bytes(cfg, req)
+        else:
+            table = KTable(tuple((t.above, t.k) for t in c.thresholds))
+            ks, capacity_noises, unit_bytes = tuple(sorted(c.ks)), c.capacity_noises, req.noise_bytes
+        capacity_bytes = c.capacity_bytes
+        if c.policy in OFFLINE:
+            if images or cfg.serving.mode != "nirvana":
+                # An offline reference reads K as NIRVANA's latent reuse.
+                raise ConfigError(f"cache.policy: {c.policy} (an offline reference) runs only with serving.mode: "
+                                  f"nirvana, got {cfg.serving.mode}")
+            if c.policy == "infinite":  # room for a noise at every K of every request: nothing is ever evicted
+                capacity_noises, capacity_bytes = len(req) * len(ks), None
+        candidates = None
+        if c.retrieval == "candidates":
+            key = table.lowest
+            if key not in self._lists:
+                self._lists[key] = candidate_lists(cfg, req, table, self.smap)
+            candidates = self._lists[key]
+        return CacheSpec(ks=ks, table=table, policy=c.policy, unit=c.eviction_unit, policy_params=c.policy_params,
+                         admission=c.admission, admission_params=c.admission_params,
+                         capacity_noises=capacity_noises, capacity_bytes=capacity_bytes, retrieval=c.retrieval,
+                         unit_bytes=unit_bytes, seed=cfg.seed, capped=not images, similarity_map=self.smap,
+                         candidates=candidates)
 
 
-def image_bytes(cfg: RunConfig, trace: Trace) -> np.ndarray:
+def image_bytes(cfg: RunConfig, requests: Requests) -> np.ndarray:
     """Bytes of each request's final image: configured, or uncompressed 8-bit RGB (our assumption)."""
     fixed = cfg.serving.final_image.image_bytes
     if fixed is not None:
-        return np.full(len(trace), fixed, dtype=np.int64)
-    width, height, _, _ = _shapes(cfg, trace)
-    return (width * height * 3).astype(np.int64)
-
-
-def build_mode(cfg: RunConfig, trace: Trace, requests: Requests, classes: dict[LatencyClass, int],
-               smap: SimilarityMap | None) -> ServingMode:
-    name = cfg.serving.mode
-    mode_cls = MODES.get(name)
-    dim = trace.vectors.shape[1]
-    if name == "vanilla":
-        return mode_cls(requests)  # type: ignore[call-arg]
-    if name == "nirvana":
-        return mode_cls(requests, make_store(cfg, dim, smap, requests=requests))  # type: ignore[call-arg]
-    if name == "final_image":
-        images = make_store(cfg, dim, smap, images=True, requests=requests)
-        return mode_cls(requests, images, image_bytes(cfg, trace))  # type: ignore[call-arg]
-    sm = cfg.serving.small_model
-    width, height, _, _ = _shapes(cfg, trace)
-    small = _classes(sm.model, width, height, classes)
-    store = make_store(cfg, dim, smap, requests=requests) if sm.serve == "misses" else None
-    return mode_cls(requests, small, sm.serve, store)  # type: ignore[call-arg]
+        return np.full(len(requests), fixed, dtype=np.int64)
+    assert requests.width is not None and requests.height is not None
+    return (requests.width * requests.height * 3).astype(np.int64)
 
 
 def build_quality(cfg: RunConfig) -> QualityModel:
@@ -246,8 +226,8 @@ def build_quality(cfg: RunConfig) -> QualityModel:
     key = MODES.get(cfg.serving.mode).quality_key
     if key == "quality.profile":
         return base
-    section, _, field = key.removeprefix("serving.").partition(".")
-    extra = load_quality(getattr(getattr(cfg.serving, section), field), ())
+    section, _, name = key.removeprefix("serving.").partition(".")
+    extra = load_quality(getattr(getattr(cfg.serving, section), name), ())
     return base.with_outcomes(extra)
 
 
@@ -255,13 +235,13 @@ def build_scenario(cfg: RunConfig, trace: Trace) -> tuple[Scenario, QualityModel
     """The Scenario of one run and the quality model its records are scored with after execution."""
     requests, classes = build_requests(cfg, trace)
     smap = similarity_map(cfg, trace.embedder)
-    mode = build_mode(cfg, trace, requests, classes, smap)
+    mode = MODES.get(cfg.serving.mode).from_config(BuildParts(cfg, requests, classes, smap))
     hw = cfg.hardware
     scenario = Scenario(
         requests=requests,
         mode=mode,
         gpus=tuple(build_gpus(cfg, classes)),
-        router=ROUTERS.get(hw.routing)(),
+        routing=hw.routing,
         frontend=load_frontend(cfg.frontend.profile),
         tier=load_storage_tier(cfg.storage.profile, cfg.storage.latent_tier),
         write_delay=cfg.cache.write_delay,
@@ -269,3 +249,29 @@ def build_scenario(cfg: RunConfig, trace: Trace) -> tuple[Scenario, QualityModel
         similarity_map=smap.source if smap is not None else None,
     )
     return scenario, build_quality(cfg)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a scenario will be carried out: the executor (the semantics the config asked for), the implementation
+    chosen for its cache, and the notice a forced implementation that could not be honoured gives."""
+
+    executor: Executor
+    implementation: str
+    notice: str | None = None
+
+
+def plan(cfg: RunConfig, scenario: Scenario) -> Plan:
+    """The executor and implementation of a run; refuses (ConfigError naming the key) a scenario the executor
+    does not support."""
+    executor = EXECUTORS.get(cfg.run.executor)()
+    why = executor.supports(scenario)
+    if why is not None:
+        raise ConfigError(why)
+    implementation, notice = choose_implementation(scenario, cfg.run.implementation)
+    return Plan(executor, implementation, notice)
+
+
+def with_requests(scenario: Scenario, **changes: Any) -> Scenario:
+    """The scenario with some request arrays replaced (e.g. a calibration's retrieval partition)."""
+    return replace(scenario, requests=replace(scenario.requests, **changes))
