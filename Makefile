@@ -67,9 +67,10 @@ test-slow: $(VENV)/.dev  ## run only the tests marked slow
 test-all: $(VENV)/.dev  ## run every test
 	$(PY) -m pytest -q
 
-lint: $(VENV)/.dev  ## ruff and mypy
+lint: $(VENV)/.dev  ## ruff (with complexity bounds), mypy and the import-layer contracts (pyproject.toml)
 	$(PY) -m ruff check sim tests benchmarks
 	$(PY) -m mypy sim
+	$(VENV)/bin/lint-imports
 
 golden: $(VENV)/.dev  ## regenerate tests/golden/*.json (review the diff before committing)
 	$(PY) -m tests.golden_gen

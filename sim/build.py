@@ -18,10 +18,12 @@ from sim.cache.kselect import KTable
 from sim.cache.offline import OFFLINE
 from sim.cache.spec import CacheSpec
 from sim.config import RunConfig
+from sim.embedding.simmap import SimilarityMap, find_map, load_map
 from sim.errors import ConfigError, InputError
 from sim.executors import EXECUTORS, Executor
 from sim.executors.base import choose_implementation
 from sim.hardware.profiles import load_cost, load_frontend, load_latency_table, load_storage_tier
+from sim.limits import MAX_ARRIVAL_S
 from sim.metrics import RunCost
 from sim.quality import QualityModel, load_quality
 from sim.requests import Requests
@@ -29,8 +31,7 @@ from sim.rng import rng_stream
 from sim.scenario import Gpu, Scenario
 from sim.scenario.modes import MODES
 from sim.scenario.modes.final_image import IMAGE_UNIT
-from sim.workload.simmap import SimilarityMap, find_map, load_map
-from sim.workload.trace import Trace
+from sim.trace import Trace
 
 #: a request class: (model name, width, height); each GPU has one latency table per class
 LatencyClass = tuple[str, int, int]
@@ -68,6 +69,10 @@ def build_requests(cfg: RunConfig, trace: Trace) -> tuple[Requests, dict[Latency
     classes: dict[LatencyClass, int] = {}
     latency_class = _classes(m.name, width, height, classes)
 
+    arrival_s = trace.arrival_s * cfg.trace.time_scale
+    if len(arrival_s) and arrival_s[-1] > MAX_ARRIVAL_S:
+        raise ConfigError(f"trace.time_scale: {cfg.trace.time_scale:g} puts the last arrival at {arrival_s[-1]:.3g} s, "
+                          f"beyond the simulated clock's {MAX_ARRIVAL_S:g} s")
     cv = cfg.hardware.step_jitter_cv
     if cv > 0:
         sigma2 = np.log1p(cv * cv)
@@ -75,7 +80,7 @@ def build_requests(cfg: RunConfig, trace: Trace) -> tuple[Requests, dict[Latency
     else:
         step_factor = np.ones(len(trace))
     requests = Requests(
-        arrival_s=trace.arrival_s * cfg.trace.time_scale,
+        arrival_s=arrival_s,
         vectors=trace.vectors,
         prompt_index=trace.prompt_index,
         partition=partition,

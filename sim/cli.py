@@ -14,11 +14,11 @@ from sim.errors import ConfigError, SimError
 
 # Modules that each add subcommands with `add_cli(subparsers)`; they import heavy libraries
 # (torch, diffusers) inside their command functions only, so `--help` stays fast.
-TRACE_COMMANDS = ("sim.workload.tiny", "sim.workload.pool", "sim.workload.embed", "sim.workload.simmap",
-                  "sim.workload.diffusiondb", "sim.workload.stats", "sim.workload.synth",
+TRACE_COMMANDS = ("sim.synth.tiny", "sim.synth.pool", "sim.embedding.embed", "sim.embedding.simfit",
+                  "sim.workload.diffusiondb", "sim.workload.stats", "sim.synth.generator",
                   "sim.experiments.calibrate")
 PROFILE_COMMANDS = ("sim.profiling.host", "sim.profiling.latency", "sim.profiling.quality")
-EMBED_COMMANDS = ("sim.workload.simeval",)
+EMBED_COMMANDS = ("sim.embedding.simeval",)
 
 
 def max_jobs() -> int:
@@ -78,6 +78,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from sim.experiments.sweepexec import SWEEP_EXECUTORS
+
     parser = _Parser(prog="python -m sim", description=__doc__)
     parser.add_argument("--debug", action="store_true",
                         help="show the Python traceback of an unexpected error (a bug) instead of one line")
@@ -94,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--recompute-changed", action="store_true",
                      help="with --resume: recompute kept runs whose trace or profiles changed (else refused)")
     run.add_argument("--jobs", type=int, default=1, help="runs in parallel (process pool; default 1)")
-    run.add_argument("--sweep-executor", choices=("serial", "pool", "dask"),
+    run.add_argument("--sweep-executor", choices=SWEEP_EXECUTORS.names(),
                      help="where sweep points run (default: dask with --cluster, pool with --jobs > 1, else serial)")
     run.add_argument("--cluster", metavar="ADDRESS",
                      help="Dask: a running scheduler's address (tcp://HOST:PORT), or local:N to start N workers")

@@ -17,13 +17,17 @@ from sim.cache.params import AdmissionParams, PolicyParams
 from sim.errors import ConfigError
 from sim.limits import (
     MAX_BATCH,
+    MAX_BATCH_WINDOW_S,
     MAX_CAPACITY_BYTES,
     MAX_CAPACITY_NOISES,
     MAX_GPUS_PER_POOL,
     MAX_LATENT_CHANNELS,
     MAX_SIDE_PX,
+    MAX_STEP_JITTER_CV,
     MAX_STEPS,
+    MAX_TIME_SCALE,
     MAX_VAE_SCALE,
+    MIN_TIME_SCALE,
 )
 from sim.schema import build, to_data
 
@@ -41,8 +45,8 @@ class TraceConfig:
 
     def problems(self) -> Problems:
         out: Problems = []
-        if not self.time_scale > 0:
-            out.append(("time_scale", f"a number > 0, got {self.time_scale}"))
+        if not MIN_TIME_SCALE <= self.time_scale <= MAX_TIME_SCALE:
+            out.append(("time_scale", f"a number in {MIN_TIME_SCALE:g}..{MAX_TIME_SCALE:g}, got {self.time_scale}"))
         if self.limit is not None and self.limit < 1:
             out.append(("limit", f"an integer >= 1 or null, got {self.limit}"))
         return out
@@ -213,10 +217,10 @@ class HardwareConfig:
             out.append(("max_batch", f"an integer >= 1, got {self.max_batch}"))
         elif self.max_batch > MAX_BATCH:
             out.append(("max_batch", f"an integer in 1..{MAX_BATCH}, got {self.max_batch}"))
-        if not self.batch_window_s >= 0:
-            out.append(("batch_window_s", f"a number >= 0, got {self.batch_window_s}"))
-        if not self.step_jitter_cv >= 0:
-            out.append(("step_jitter_cv", f"a number >= 0, got {self.step_jitter_cv}"))
+        if not 0 <= self.batch_window_s <= MAX_BATCH_WINDOW_S:
+            out.append(("batch_window_s", f"a number in 0..{MAX_BATCH_WINDOW_S:g} s, got {self.batch_window_s}"))
+        if not 0 <= self.step_jitter_cv <= MAX_STEP_JITTER_CV:
+            out.append(("step_jitter_cv", f"a number in 0..{MAX_STEP_JITTER_CV:g}, got {self.step_jitter_cv}"))
         return out
 
     @property

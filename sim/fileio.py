@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -183,16 +185,62 @@ def writing(path: Path | str) -> Iterator[None]:
         raise InputError(f"{path}: cannot write ({os_reason(exc)})") from None
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write beside ``path`` and rename over it: readers see the old file or the whole new one.
-    A failed write leaves no ``.partial`` behind and raises InputError naming ``path``."""
-    tmp = path.with_name(path.name + ".partial")
+def partial_name(path: Path, folder: bool = False) -> Path:
+    """The temporary name ``path`` is written under before it is renamed into place: hidden, beside it (same
+    file system, so the rename is atomic): ``.NAME-partial`` for a folder, ``.STEM-partial.SUFFIX`` for a file
+    (writers infer formats from the suffix: a .png, a .parquet)."""
+    if folder:
+        return path.with_name(f".{path.name}-partial")
+    return path.with_name(f".{path.stem}-partial{path.suffix}")
+
+
+@contextmanager
+def atomic_path(path: Path | str, *, folder: bool = False, concurrent: bool = False) -> Iterator[Path]:
+    """The one atomic writer: yields a temporary path to write ``path`` at (a file, or with ``folder`` a folder
+    to fill); on success it is renamed over ``path`` (a folder there is removed first), on any failure it is
+    removed, so readers see the old ``path`` or the whole new one and a crash leaves no torn file. Nothing is
+    renamed when the writer wrote nothing at the temporary path. A stale temporary of an earlier, killed
+    write is removed first. ``concurrent``: other processes may write the same ``path`` at once: each gets
+    its own temporary name, and a finished copy already in place is kept. An OSError raises InputError naming
+    ``path``."""
+    path = Path(path)
     with writing(path):
+        if concurrent:  # a unique name (an empty folder made for it, then handed over empty)
+            stem, suffix = (path.name, "") if folder else (path.stem, path.suffix)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{stem}-partial-", suffix=suffix, dir=path.parent))
+            if not folder:
+                tmp.rmdir()
+        else:
+            tmp = partial_name(path, folder)
+            _remove(tmp)
         try:
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, path)
+            yield tmp
+            if os.path.lexists(tmp):
+                if concurrent and os.path.lexists(path):
+                    return  # another process finished the same content first
+                if folder and path.is_dir():
+                    shutil.rmtree(path)
+                os.replace(tmp, path)
         finally:
-            tmp.unlink(missing_ok=True)
+            _remove(tmp)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically (``atomic_path``); failures raise InputError naming it."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def check_replaceable(out: Path, inputs: Sequence[Path], foreign: Callable[[Path], str | None], what: str,

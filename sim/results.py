@@ -11,6 +11,7 @@ import pandas as pd
 import yaml
 
 from sim.errors import InputError
+from sim.fileio import atomic_path
 
 EXPERIMENT_FILE = "experiment.yaml"  # what marks a folder as a results folder of this tool
 SUMMARIES_PARQUET = "summaries.parquet"
@@ -123,8 +124,10 @@ def write_summaries(folder: Path, table: pd.DataFrame) -> None:
         kinds = {type(v) for v in table[col] if v is not None and not (isinstance(v, float) and v != v)}
         if len(kinds - {int, float}) and len(kinds) > 1:
             table[col] = [None if v is None else str(v) for v in table[col]]
-    table.to_parquet(folder / SUMMARIES_PARQUET, index=False)
-    table.to_csv(folder / SUMMARIES_CSV, index=False)
+    with atomic_path(folder / SUMMARIES_PARQUET) as tmp:
+        table.to_parquet(tmp, index=False)
+    with atomic_path(folder / SUMMARIES_CSV) as tmp:
+        table.to_csv(tmp, index=False)
 
 
 @dataclass(frozen=True)

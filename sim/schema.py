@@ -6,6 +6,7 @@ import dataclasses
 import math
 import types
 import typing
+from collections.abc import Callable
 from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
 from sim.errors import ConfigError
@@ -34,12 +35,28 @@ def _type_name(tp: Any) -> str:
     )
 
 
-def _convert(value: Any, tp: Any, path: str) -> Any:
+#: "not this type" (None is a value)
+_NO = object()
+#: scalar schema types: how a YAML value is accepted as each (a bool is no integer; an integer is a number)
+_SCALARS: dict[Any, Callable[[Any], Any]] = {
+    type(None): lambda v: None if v is None else _NO,
+    bool: lambda v: v if isinstance(v, bool) else _NO,
+    int: lambda v: v if isinstance(v, int) and not isinstance(v, bool) else _NO,
+    float: lambda v: float(v) if isinstance(v, int | float) and not isinstance(v, bool) else _NO,
+    str: lambda v: v if isinstance(v, str) else _NO,
+}
+
+
+def _check_number(value: Any, path: str) -> None:
     # NaN compares false with every bound and infinity passes ">= 0": neither is a setting.
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{path}: expected a finite number, got {value}")
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT_LIMIT:
         raise ConfigError(f"{path}: expected an integer of at most 2**63 - 1 in size, got {value}")
+
+
+def _convert(value: Any, tp: Any, path: str) -> Any:
+    _check_number(value, path)
     origin = get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         for arg in get_args(tp):
@@ -47,10 +64,6 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
                 return _convert(value, arg, path)
             except ConfigError:
                 continue
-        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
-    if tp is type(None):
-        if value is None:
-            return None
     elif origin is typing.Literal:
         if value in get_args(tp):
             return value
@@ -61,18 +74,10 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
     elif dataclasses.is_dataclass(tp):
         if isinstance(value, dict):
             return build(typing.cast(type, tp), value, path)
-    elif tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-    elif tp is str:
-        if isinstance(value, str):
-            return value
+    elif tp in _SCALARS:
+        out = _SCALARS[tp](value)
+        if out is not _NO:
+            return out
     else:  # pragma: no cover - a schema bug, not a user error
         raise TypeError(f"unsupported schema type {tp} at {path}")
     raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from sim.config import RunConfig
-from sim.workload.trace import embeddings_path
+from sim.trace import embeddings_path
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILES = ROOT / "profiles"
@@ -310,7 +310,7 @@ def small_trace(folder: Path, rows: int = 60) -> Path:
 
     table = pq.read_table(TINY_TRACE).slice(0, rows)
     emb = pq.read_table(embeddings_path(TINY_TRACE))
-    from sim.workload.trace import prompt_sha1
+    from sim.trace import prompt_sha1
 
     wanted = {prompt_sha1(p) for p in table.column("prompt").to_pylist()}
     mask = pa.array([h in wanted for h in emb.column("prompt_sha1").to_pylist()])

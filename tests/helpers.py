@@ -63,18 +63,17 @@ def scenario(requests: Requests, gpus: list[Gpu], *, routing: str = "central", m
 
 def run_engine(sc: Scenario, implementation: str = "reference") -> dict:
     spec = sc.mode.cache_spec
-    from sim.cache.spec import open_cache
+    from sim.executors.base import open_cache
 
     return Engine(sc, open_cache(spec, sc.requests, implementation) if spec is not None else None).run()
 
 
 def cache_spec(requests: Requests, policy: str = "lru", unit: str = "noise", *, ks: tuple[int, ...] = DEFAULT_KS,
                table: KTable | None = None, capacity_noises: int | None = None, capacity_bytes: int | None = None,
-               retrieval: str = "exact_cosine", scale: Any = None, candidates: Candidates | None = None,
-               admission: str = "always") -> CacheSpec:
+               retrieval: str = "exact_cosine", scale: Any = None, candidates: Candidates | None = None) -> CacheSpec:
     """A latent cache spec by hand (NIRVANA's K table unless given)."""
     return CacheSpec(ks=tuple(sorted(ks)), table=table or KTable(), policy=policy, unit=unit,  # type: ignore[arg-type]
-                     policy_params=PolicyParams(), admission=admission, admission_params=AdmissionParams(),
+                     policy_params=PolicyParams(), admission="always", admission_params=AdmissionParams(),
                      capacity_noises=capacity_noises, capacity_bytes=capacity_bytes, retrieval=retrieval,
                      unit_bytes=requests.noise_bytes, similarity_map=scale, candidates=candidates)
 

@@ -11,12 +11,12 @@ import pytest
 from sim.cache.kselect import KTable
 from sim.cache.policies import POLICIES
 from sim.cache.store import CacheStore
+from sim.embedding.simmap import load_map
 from sim.retrieval import cosine, precompute
 from sim.retrieval.candidates import CandidateCosine, CandidatesFactory
 from sim.retrieval.exact_cosine import ExactCosine
 from sim.retrieval.precompute import Candidates, build_candidates, raw_floor
-from sim.workload.simmap import load_map
-from sim.workload.trace import load_trace
+from sim.trace import load_trace
 from tests.conftest import TINY_TRACE
 
 
@@ -295,8 +295,8 @@ def test_candidates_retriever_breaks_exact_ties_like_exact(policy: str, cap: int
 def test_candidates_retriever_equals_exact_on_50k_vectors_trace(tmp_path: Path) -> None:
     """The synthetic DiffusionDB-style trace (`trace synth --mode vectors`, 50K requests): every
     policy x 3 capacities, exact lists, no similarity map (the K table reads raw cosines)."""
-    from sim.workload.synth import write_synth_trace
-    from sim.workload.synth_config import SynthConfig
+    from sim.synth.config import SynthConfig
+    from sim.synth.generator import write_synth_trace
 
     path = tmp_path / "v50k.parquet"
     write_synth_trace(SynthConfig(), 50_000, 11, path, mode="vectors")

@@ -16,7 +16,7 @@ from sim.cache.core.support import POLICY_CODES
 from sim.cache.policies import POLICIES
 from sim.experiments.sweep import experiment_from_data
 from sim.scenario.records import RECORD_COLUMNS, Records
-from sim.workload.trace import Trace, load_trace
+from sim.trace import Trace, load_trace
 from tests.helpers import execute
 
 CASES = [(name, unit) for name in POLICY_CODES for unit in POLICIES.get(name).units]
@@ -89,8 +89,8 @@ def test_engine_on_the_core_equals_the_reference_every_capacity(policy: str, uni
 @cache
 def _vectors_50k(folder: Path) -> Trace:
     """50,000 requests of the calibrated DiffusionDB-scale generator (vectors mode)."""
-    from sim.workload.synth import write_synth_trace
-    from sim.workload.synth_config import load_synth_config
+    from sim.synth.config import load_synth_config
+    from sim.synth.generator import write_synth_trace
 
     out = folder / "v50k.parquet"
     write_synth_trace(load_synth_config("experiments/synth/ddb-2m.yaml"), 50_000, 0, out, "vectors", None, None)

@@ -28,6 +28,10 @@ def test_a_pairs_bits_do_not_depend_on_its_context(dim: int) -> None:
     assert np.array_equal(cosine.cosines(shifted, v), full)
     assert np.array_equal(cosine.pair_cosines(mat[picks], np.repeat(v[None], len(picks), 0)), full[picks])
     assert full.dtype == np.float32
+    queries = mat[[17, 3, 2999]]
+    grid = cosine.cosine_matrix(queries, mat[picks])  # the offline references' matrix: same bits per pair
+    assert np.array_equal(grid, np.stack([cosine.cosines(mat[picks], q) for q in queries]))
+    assert np.array_equal(grid[0], full[picks])
 
 
 def test_nearest_ties_go_to_the_smallest_id() -> None:

@@ -234,7 +234,7 @@ def test_cli_prints_report_and_next_step(cli: Cli, tmp_path: Path) -> None:
 def test_cli_embeds_by_default_so_two_commands_reach_a_simulation(
     cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sim.workload import embed
+    from sim.embedding import embed
 
     monkeypatch.setattr(embed, "DEFAULT_CACHE", tmp_path / "cache")
     meta = write(tmp_path / "metadata.parquet", [row("a.png"), row("b.png", minute=3)])
@@ -249,10 +249,10 @@ def test_cli_embeds_by_default_so_two_commands_reach_a_simulation(
 
 
 def test_import_embed_simulate(tmp_path: Path) -> None:
+    from sim.embedding.embed import embed_trace
     from sim.experiments.runner import simulate
     from sim.experiments.sweep import experiment_from_data
-    from sim.workload.embed import embed_trace
-    from sim.workload.trace import load_trace
+    from sim.trace import load_trace
 
     rows = [row(f"i{i}-{k}.png", f"a cat number {i % 40}", i, user=f"u{i % 7}", seed=k)
             for i in range(120) for k in range(2)]

@@ -15,11 +15,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from sim.embedding.embed import embed_with_report
+from sim.embedding.embedders import EMBEDDERS, Embedder
+from sim.embedding.embedders.hash import HashEmbedder
 from sim.errors import InputError, SimError
-from sim.workload.embed import embed_with_report
-from sim.workload.embedders import EMBEDDERS, Embedder
-from sim.workload.embedders.hash import HashEmbedder
-from sim.workload.trace import embeddings_path, load_trace, write_embeddings, write_trace
+from sim.trace import embeddings_path, load_trace, write_embeddings, write_trace
 from tests.clip_fixture import make_tiny_clip
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # nothing here may reach a model hub
@@ -66,7 +66,7 @@ def test_every_embedder_meets_the_contract(name: str, request: pytest.FixtureReq
 
 
 def test_importing_the_registry_loads_no_model_library() -> None:
-    code = "import sys, sim.workload.embedders; print(sorted({'torch', 'transformers'} & set(sys.modules)))"
+    code = "import sys, sim.embedding.embedders; print(sorted({'torch', 'transformers'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

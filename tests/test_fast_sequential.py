@@ -18,6 +18,7 @@ from sim.cache.kselect import KTable
 from sim.cache.policies import POLICIES
 from sim.cache.spec import CacheSpec
 from sim.config import RunConfig
+from sim.embedding.simmap import load_map
 from sim.errors import ConfigError
 from sim.executors.base import choose_implementation
 from sim.experiments.runner import simulate
@@ -30,8 +31,7 @@ from sim.retrieval.precompute import Candidates, raw_floor
 from sim.scenario import Requests, Scenario
 from sim.scenario.modes.nirvana import Nirvana
 from sim.scenario.records import HOLE_HIT, Records
-from sim.workload.simmap import load_map
-from sim.workload.trace import Trace, load_trace
+from sim.trace import Trace, load_trace
 from tests.helpers import cache_spec, execute, reference_cache, scenario, uniform_gpus
 
 #: every column the sequential executor writes

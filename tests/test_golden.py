@@ -126,7 +126,7 @@ def test_write_delay_defers_admission() -> None:
     from sim.build import BuildParts, build_gpus, build_requests
     from sim.hardware.profiles import StorageTier
     from sim.scenario.modes.nirvana import Nirvana
-    from sim.workload.trace import load_trace
+    from sim.trace import load_trace
     from tests.helpers import run_engine, scenario
 
     cfg = experiment_from_data(BASE).base

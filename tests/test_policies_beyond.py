@@ -264,7 +264,7 @@ def test_admission_context_carries_the_admission_time_not_the_lookup_time() -> N
 def test_static_greedy_replay_skips_exactly_its_objective_on_the_tiny_trace() -> None:
     from sim.build import build_scenario
     from sim.executors import EXECUTORS
-    from sim.workload.trace import load_trace
+    from sim.trace import load_trace
 
     cfg = experiment_from_data({"name": "g", "run": {"executor": "sequential"},
                                 "cache": {"policy": "static_greedy", "capacity_noises": 150}}).base

@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from sim.errors import ConfigError, InputError
-from sim.workload.pool import clusters_from_calibration, read_pool
-from sim.workload.synth import write_synth_trace
-from sim.workload.synth_config import load_synth_config, synth_config_from_data
+from sim.synth.config import load_synth_config, synth_config_from_data
+from sim.synth.generator import write_synth_trace
+from sim.synth.pool import clusters_from_calibration, read_pool
 
 ROOT = Path(__file__).resolve().parent.parent
 CALIBRATION = ROOT.parent / "shared" / "data" / "clip_pairs_calibration.csv"
@@ -45,7 +45,7 @@ def test_committed_pool_equals_a_rebuild_from_the_csv_and_holds_no_scores() -> N
 
 
 def test_link_above_other_than_the_pools_is_an_error_naming_the_key() -> None:
-    from sim.workload.synth import generate
+    from sim.synth.generator import generate
 
     cfg = synth_config_from_data({"popularity": {"link_above": 0.8}})
     with pytest.raises(ConfigError, match=r"popularity\.link_above: the prompt pool .* clustered at 0\.65, got 0\.8"):

@@ -172,17 +172,17 @@ def test_resume_from_cached_latent(tiny_folders: tuple[Path, Path]) -> None:
     import torch
 
     from sim.profiling import pipelines as P
-    from sim.profiling.quality import generate
+    from sim.profiling.quality import Sampling, generate
 
     pipe = P.load(str(tiny_folders[0]), torch.device("cpu"), torch.float32).pipe
-    kw = {"steps": 4, "seed": 3, "height": 64, "width": 64, "scheduler": "ddim", "guidance_scale": 7.5}
-    cached_img, cached = generate(pipe, "a lighthouse at dusk", capture={2}, **kw)
-    scratch, _ = generate(pipe, "a castle at night", **kw)
-    resumed, _ = generate(pipe, "a castle at night", start=2, start_latent=cached[2], **kw)
+    sampling = Sampling(steps=4, height=64, width=64, scheduler="ddim", guidance_scale=7.5)
+    cached_img, cached = generate(pipe, "a lighthouse at dusk", sampling, seed=3, capture={2})
+    scratch, _ = generate(pipe, "a castle at night", sampling, seed=3)
+    resumed, _ = generate(pipe, "a castle at night", sampling, seed=3, start=2, start_latent=cached[2])
     assert resumed.shape == scratch.shape == (1, 3, 64, 64)
     assert not torch.allclose(resumed, scratch)
     # sensitivity partner: resuming a prompt from its own latent reproduces its from-scratch image
-    again, _ = generate(pipe, "a lighthouse at dusk", start=2, start_latent=cached[2], **kw)
+    again, _ = generate(pipe, "a lighthouse at dusk", sampling, seed=3, start=2, start_latent=cached[2])
     assert torch.allclose(again, cached_img, atol=1e-5)
 
 

@@ -129,7 +129,7 @@ def test_sequential_admits_before_the_next_lookup_engine_when_generated() -> Non
 @pytest.mark.parametrize("policy", POLICIES.names())
 def test_executors_agree_when_arrivals_are_far_apart(policy: str) -> None:
     from sim.build import build_scenario
-    from sim.workload.trace import load_trace
+    from sim.trace import load_trace
 
     unit = POLICIES.get(policy).units[0]
     cfg = experiment_from_data({"trace": {"limit": 800},
@@ -155,7 +155,7 @@ def test_mode_contract(mode: str, executor: str, implementation: str) -> None:
     """Every registered mode under every registered executor and implementation (skipped with the executor's
     or the core's own reason where it does not apply): records consistent with the outcome they name."""
     from sim.build import build_scenario, plan
-    from sim.workload.trace import load_trace
+    from sim.trace import load_trace
 
     retrieval = {"retrieval": "exact_key"} if implementation == "compiled" else {}
     cfg = experiment_from_data({**SMALL_RUN, "serving": {"mode": mode}, "cache": retrieval,

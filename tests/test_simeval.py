@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from sim.cache.kselect import KTable
-from sim.errors import InputError
-from sim.workload.simeval import (
+from sim.embedding.simeval import (
     compare_k,
     cross_validate,
     fit_stochastic,
@@ -23,7 +22,8 @@ from sim.workload.simeval import (
     read_pairs,
     time_consistent_top1,
 )
-from sim.workload.simmap import load_map
+from sim.embedding.simmap import load_map
+from sim.errors import InputError
 
 Cli = Callable[..., tuple[int, str, str]]
 KS = (0, 5, 10, 15, 20, 25)
@@ -73,7 +73,7 @@ def test_only_misses_insert_in_the_default_pool(tmp_path: Path) -> None:
 
 
 def test_pool_prefix_top1_equals_brute_force() -> None:
-    from sim.workload.simeval import PoolPlan
+    from sim.embedding.simeval import PoolPlan
 
     rng = np.random.default_rng(3)
     vecs = rng.standard_normal((700, 16)).astype(np.float32)

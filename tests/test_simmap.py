@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import yaml
 
+from sim.embedding.simmap import MAP_DIR, find_map, fit_quantile_map, load_map, top1_over
 from sim.errors import InputError
 from sim.experiments.runner import similarity_map, simulate
 from sim.experiments.sweep import experiment_from_data
-from sim.workload.simmap import MAP_DIR, find_map, fit_quantile_map, load_map, top1_over
-from sim.workload.trace import load_trace
+from sim.trace import load_trace
 from tests.conftest import TINY_TRACE
 
 

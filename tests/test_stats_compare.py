@@ -10,9 +10,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from sim.synth.config import synth_config_from_data
+from sim.synth.generator import write_synth_trace
 from sim.workload.stats import reuse, trace_stats
-from sim.workload.synth import write_synth_trace
-from sim.workload.synth_config import synth_config_from_data
 from tests.conftest import TINY_TRACE
 from tests.test_trace_stats import make_trace
 

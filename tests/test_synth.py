@@ -12,11 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from sim.errors import ConfigError, InputError
-from sim.workload.synth import SynthResult, generate, statistics, write_synth_trace
-from sim.workload.synth_config import SECONDS_PER_DAY, SynthConfig, load_synth_config, synth_config_from_data
-from sim.workload.synth_skeleton import REFINE, REPEAT_CROSS, REPEAT_SESSION, START
-from sim.workload.synth_text import MODIFIER, NOUN, TextRealiser, load_pool
-from sim.workload.trace import embeddings_path, load_trace
+from sim.synth.config import SECONDS_PER_DAY, SynthConfig, load_synth_config, synth_config_from_data
+from sim.synth.generator import SynthResult, generate, statistics, write_synth_trace
+from sim.synth.skeleton import REFINE, REPEAT_CROSS, REPEAT_SESSION, START
+from sim.synth.text import MODIFIER, NOUN, TextRealiser, load_pool
+from sim.trace import embeddings_path, load_trace
 
 ROOT = Path(__file__).resolve().parent.parent
 CALIBRATION = ROOT.parent / "shared" / "data" / "clip_pairs_calibration.csv"

@@ -11,10 +11,10 @@ import pytest
 from sim.errors import ConfigError
 from sim.experiments.calibrate import grouped_candidates, topic_groups
 from sim.retrieval.precompute import build_candidates
-from sim.workload.synth import generate, write_synth_trace
-from sim.workload.synth_config import SynthConfig, load_synth_config, synth_config_from_data
-from sim.workload.synth_skeleton import REFINE, REPEAT_CROSS, START
-from sim.workload.trace import load_trace
+from sim.synth.config import SynthConfig, load_synth_config, synth_config_from_data
+from sim.synth.generator import generate, write_synth_trace
+from sim.synth.skeleton import REFINE, REPEAT_CROSS, START
+from sim.trace import load_trace
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -199,9 +199,9 @@ def test_tree_vectors_follow_the_text_generator_at_50k(tmp_path: Path) -> None:
     quartiles within 0.07 (measured gap <= 0.062). New topics differ by construction: in vectors mode they
     are independent directions (misses), in text mode new pool prompts often land above 0.65 on the CLIP
     scale (traces/README.md)."""
-    from sim.workload.simmap import find_map
+    from sim.embedding.simmap import find_map
+    from sim.synth.skeleton import resolve_variants
     from sim.workload.stats import nearest_earlier
-    from sim.workload.synth_skeleton import resolve_variants
 
     pool = ROOT / "traces" / "pool" / "prompts.parquet"
     if not pool.is_file():

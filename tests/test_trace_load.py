@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sim.errors import InputError
-from sim.workload.trace import (
+from sim.trace import (
     Strings,
     embeddings_path,
     first_appearance,
@@ -122,17 +122,39 @@ def test_row_groups_no_used_prompt_lives_in_are_never_read(tmp_path: Path, monke
     assert np.array_equal(trace.vectors, load_trace(path).vectors[:6])
 
 
-def test_a_repeated_digest_takes_the_last_row_as_before(tmp_path: Path) -> None:
+def test_a_repeated_digest_must_repeat_its_vector(tmp_path: Path) -> None:
+    """A digest written twice with one vector loads; with two different vectors, which one a run used would
+    depend on the row order, so it is refused naming both rows."""
     path = _trace(tmp_path, ["a", "b"])
     emb = embeddings_path(path)
     t = pq.read_table(emb)
+    first = load_trace(path).vectors
+    same = pa.Table.from_arrays(
+        [pa.array([prompt_sha1("a"), prompt_sha1("b"), prompt_sha1("a")]),
+         pa.FixedSizeListArray.from_arrays(pa.array(first[[0, 1, 0]].reshape(-1)), DIM)], schema=t.schema)
+    pq.write_table(pa.concat_tables([t, same]), emb, row_group_size=3)  # repeats within and across groups
+    assert np.array_equal(load_trace(path).vectors, first)
     other = _unit(3, seed=9)
-    extra = pa.Table.from_arrays(
+    changed = pa.Table.from_arrays(
         [pa.array([prompt_sha1("a"), prompt_sha1("b"), prompt_sha1("a")]),
          pa.FixedSizeListArray.from_arrays(pa.array(other.reshape(-1)), DIM)], schema=t.schema)
-    pq.write_table(pa.concat_tables([t, extra]), emb, row_group_size=3)  # repeats within and across groups
-    trace = load_trace(path)
-    assert np.array_equal(trace.vectors, other[[2, 1]])
+    pq.write_table(pa.concat_tables([t, changed]), emb, row_group_size=3)
+    with pytest.raises(InputError, match=r"rows 0 and 2 embed the same prompt \(sha1 \w+\) with different vectors"):
+        load_trace(path)
+
+
+def test_empty_ids_empty_samplers_and_arrivals_beyond_the_clock_are_refused(tmp_path: Path) -> None:
+    path = _trace(tmp_path, ["a", "b", "c"])
+    t = pq.read_table(path)
+    cases = [("request_id", pa.array(["r0", "", "r2"]), r"column 'request_id': row 1 is empty"),
+             ("sampler", pa.array(["ddim", None, ""]), r"column 'sampler': row 2 is an empty string"),
+             ("arrival_s", pa.array([0.0, 1.0, 1e15]),
+              r"column 'arrival_s': row 2 is 1000000000000000\.0, expected a finite number in 0\.\.1e\+10 s")]
+    for column, values, message in cases:
+        pq.write_table(t.set_column(t.schema.get_field_index(column), column, values.cast(t.schema.field(column).type)),
+                       path)
+        with pytest.raises(InputError, match=message):
+            load_trace(path)
 
 
 def test_a_null_vector_is_an_error_naming_its_file_row_only_when_used(tmp_path: Path) -> None:

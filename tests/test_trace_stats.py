@@ -12,9 +12,9 @@ import pyarrow as pa
 import pytest
 
 from sim.errors import InputError
+from sim.trace import embeddings_path, write_embeddings, write_trace
 from sim.workload import stats as stats_mod
 from sim.workload.stats import nearest_earlier, sessions, trace_stats
-from sim.workload.trace import embeddings_path, write_embeddings, write_trace
 from tests.conftest import TINY_TRACE
 
 Cli = Callable[..., tuple[int, str, str]]

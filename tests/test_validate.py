@@ -247,7 +247,7 @@ def test_validate_end_to_end_on_cpu(cli: Cli, small_run: Path, tmp_path: Path) -
 @pytest.mark.slow
 def test_interrupted_validation_keeps_what_ran(cli: Cli, small_run: Path, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    from sim.executors.gpu import GpuExecutor
+    from sim.validate.gpu import GpuExecutor
 
     real = GpuExecutor.run
     calls = []

@@ -19,12 +19,11 @@ from sim.cache.kselect import KTable
 from sim.cache.params import AdmissionParams, PolicyParams
 from sim.cache.policies.base import Unit
 from sim.cache.store import AccessResult, AdmitResult
-from sim.requests import Requests
 from sim.retrieval.precompute import Candidates
 
 
 class SimilarityScale(Protocol):
-    """A monotone map from the retriever's cosine to the K table's scale (sim.workload.simmap.SimilarityMap)."""
+    """A monotone map from the retriever's cosine to the K table's scale (sim.embedding.simmap.SimilarityMap)."""
 
     @property
     def x(self) -> tuple[float, ...]: ...
@@ -106,16 +105,3 @@ class LiveCache(ABC):
         """Counters for the summary: hits the policy declined, misses refused admission, and how retrieval
         answered (the fast path's exact fallbacks)."""
 
-
-def open_cache(spec: CacheSpec, requests: Requests, implementation: str) -> LiveCache:
-    """A fresh live cache of ``spec`` over ``requests``: ``reference`` (the Python store and policies, the
-    oracle) or ``compiled`` (the core; raises ValueError for a spec it does not support)."""
-    if implementation == "compiled":
-        from sim.cache.core.cache import CompiledCache
-
-        return CompiledCache(spec, requests)
-    if implementation != "reference":
-        raise ValueError(f"implementation: reference or compiled, got {implementation!r}")
-    from sim.cache.reference import ReferenceCache
-
-    return ReferenceCache(spec, requests)

@@ -6,7 +6,8 @@ from abc import ABC, abstractmethod
 from typing import ClassVar
 
 from sim.cache.core.support import compiled_support
-from sim.cache.spec import LiveCache, open_cache
+from sim.cache.spec import CacheSpec, LiveCache
+from sim.requests import Requests
 from sim.scenario import Scenario
 from sim.scenario.modes.base import Admitted, Decision
 from sim.scenario.records import Records
@@ -50,6 +51,21 @@ class Executor(ABC):
     @abstractmethod
     def _execute(self, scenario: Scenario, cache: LiveCache | None) -> Records:
         """Every request of ``scenario`` against ``cache`` (None: the mode keeps none)."""
+
+
+def open_cache(spec: CacheSpec, requests: Requests, implementation: str) -> LiveCache:
+    """A fresh live cache of ``spec`` over ``requests``: ``reference`` (the Python store and policies, the
+    oracle) or ``compiled`` (the core, imported only now: it compiles with numba; raises ValueError for a spec
+    it does not support)."""
+    if implementation == "compiled":
+        from sim.cache.core.cache import CompiledCache
+
+        return CompiledCache(spec, requests)
+    if implementation != "reference":
+        raise ValueError(f"implementation: reference or compiled, got {implementation!r}")
+    from sim.cache.reference import ReferenceCache
+
+    return ReferenceCache(spec, requests)
 
 
 def choose_implementation(scenario: Scenario, asked: str) -> tuple[str, str | None]:

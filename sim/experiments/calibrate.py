@@ -39,7 +39,7 @@ from sim.paths import resolve
 from sim.retrieval import cosine
 from sim.retrieval.precompute import Candidates, _partition_lists, _screen_exact
 from sim.schema import set_dotted
-from sim.workload.synth_config import SynthConfig, config_data, load_synth_config, synth_config_from_data
+from sim.synth.config import SynthConfig, config_data, load_synth_config, synth_config_from_data
 
 #: the paper's LCBFU row (NIRVANA, NSDI 2024, experiment (a); DESIGN.md §1)
 TARGET_ROW = {1_500: 0.12, 15_000: 0.15, 150_000: 0.18, 1_500_000: 0.23}
@@ -131,8 +131,8 @@ def evaluate(cfg: SynthConfig, requests: int, seed: int, capacities: list[int], 
     from sim.executors.sequential import Sequential
     from sim.experiments.sweep import load_experiment
     from sim.metrics import summarize
-    from sim.workload.synth import write_synth_trace
-    from sim.workload.trace import load_trace
+    from sim.synth.generator import write_synth_trace
+    from sim.trace import load_trace
 
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         path = Path(tmp) / "cal.parquet"

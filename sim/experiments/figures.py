@@ -15,6 +15,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
+from sim.figsave import save_figure
+
 # One colour per eviction policy and per serving mode, in every figure (the two sets never share a colour).
 POLICY_COLOURS = {"fifo": "#1f77b4", "lru": "#ff7f0e", "lfu": "#2ca02c", "lcbfu": "#d62728",
                   "belady": "#8c564b", "lcbfu_prompt": "#e377c2"}
@@ -37,9 +39,7 @@ def series_label(kind: str, name: str) -> str:
 
 
 def save(fig: Figure, stem: Path, formats: tuple[str, ...] = ("png",)) -> None:
-    for fmt in formats:
-        fig.savefig(stem.with_suffix(f".{fmt}"), dpi=120)
-    plt.close(fig)
+    save_figure(fig, stem, formats)
 
 
 # ---- one run

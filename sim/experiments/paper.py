@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sim.errors import ConfigError, InputError
+from sim.figsave import save_figure
 from sim.fileio import read_yaml_mapping, write_text_atomic
 from sim.paths import resolve
 
@@ -76,8 +77,7 @@ def capacity(out: Path, pub: dict[str, Any]) -> str:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(out / "paper.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / "paper.png")
     return "\n".join(lines) + "\n"
 
 

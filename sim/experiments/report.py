@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ import pyarrow.parquet as pq
 
 from sim.experiments import figures, page, tables
 from sim.experiments.rundir import run_plots
-from sim.fileio import write_text_atomic
+from sim.fileio import atomic_path, write_text_atomic
 from sim.results import finished_runs, read_spec, summaries_table, swept_keys, write_summaries
 
 #: requests read per series for the pooled figures (latency CDF, hit rate over time): a stride sample beyond
@@ -42,18 +41,10 @@ def report_run(folder: Path) -> None:
 
 
 def _replace_plot(plots: Path, name: str, draw: Callable[[Path], object]) -> str | None:
-    """Draw to a temporary file and rename it over ``name`` (returned; None when the figure drew nothing), so
-    a published run's plots are redrawn without a moment in which one is missing: a sweep killed during
-    its closing report leaves every run whole."""
-    tmp = plots / f".partial-{name}"
-    try:
-        draw(tmp)
-        if not tmp.is_file():
-            return None
-        os.replace(tmp, plots / name)
-        return name
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Draw ``name`` (returned; None when the figure drew nothing); every figure is saved atomically (sim.figsave),
+    so a published run's plots are redrawn without a moment in which one is missing: a sweep killed during its
+    closing report leaves every run whole."""
+    return None if draw(plots / name) is False else name
 
 
 def _get(row: pd.Series, *keys: str) -> Any:
@@ -181,17 +172,18 @@ def report_experiment(out: Path) -> None:
         return
     table = summaries_table(out)
     write_summaries(out, table)
-    table.to_csv(out / "results.csv", index=False)
+    with atomic_path(out / "results.csv") as tmp:
+        table.to_csv(tmp, index=False)
     swept = swept_keys(spec, [c for _, c in runs])
     name = str((spec.get("base") or {}).get("name", out.name))
     summaries = [json.loads((run / "summary.json").read_text()) for run, _ in runs]
     per_run = [({k: config.get(k) for k in swept}, s) for (_, config), s in zip(runs, summaries, strict=True)]
-    (out / "results.md").write_text(tables.experiment_markdown(name, per_run))
+    write_text_atomic(out / "results.md", tables.experiment_markdown(name, per_run))
     table_dir = out / "tables"
     table_dir.mkdir(exist_ok=True)
-    (table_dir / "summary.md").write_text(tables.experiment_markdown(name, per_run))
-    (table_dir / "summary.tex").write_text(tables.experiment_latex(name, per_run))
-    (table_dir / "summary.csv").write_text(tables.experiment_csv(per_run))
+    write_text_atomic(table_dir / "summary.md", tables.experiment_markdown(name, per_run))
+    write_text_atomic(table_dir / "summary.tex", tables.experiment_latex(name, per_run))
+    write_text_atomic(table_dir / "summary.csv", tables.experiment_csv(per_run))
     figures.compare_runs(table, swept, out / "compare.png")
     for run, _ in runs:
         report_run(run)

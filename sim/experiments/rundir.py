@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +20,10 @@ import yaml
 
 from sim.config import RunConfig, dump_run_config
 from sim.errors import InputError
+from sim.fileio import atomic_path
 from sim.paths import resolve
 from sim.scenario.records import OUTCOMES, RECORD_COLUMNS, Records
-from sim.workload.trace import embeddings_path
+from sim.trace import embeddings_path
 
 #: files every finished run folder holds (README "What a run writes"), besides the plots of run_plots()
 FILES = ("requests.parquet", "summary.json", "config.yaml", "summary.md", "timings.json", "inputs.json")
@@ -120,25 +119,21 @@ def _requests_table(result: RunResult, mode: str) -> pa.Table:
 
 
 def publish_run(folder: Path, cfg: RunConfig, result: RunResult, inputs: dict[str, str]) -> None:
-    """Write every documented file under ``.NAME.partial`` and rename it to ``folder`` when complete."""
+    """Write every documented file into a temporary folder and rename it to ``folder`` when complete: a run
+    folder appears whole or not at all (a torn one an interrupted sweep left is replaced)."""
     from sim.experiments.report import report_run
 
-    tmp = folder.with_name(f".{folder.name}.partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    pq.write_table(_requests_table(result, result.summary["mode"]), tmp / "requests.parquet")
-    (tmp / "summary.json").write_text(strict_json(result.summary))
-    (tmp / "config.yaml").write_text(dump_run_config(cfg))
-    (tmp / "inputs.json").write_text(strict_json({"sha256": inputs}))
-    n = len(result.request_id)
-    timings = {"wall_s": round(result.wall_s, 3), "requests": n,
-               "simulated_requests_per_s": round(n / result.wall_s, 1) if result.wall_s > 0 else None}
-    (tmp / "timings.json").write_text(strict_json(timings))
-    report_run(tmp)  # plots before publishing: a published run is never missing them
-    if folder.exists():
-        shutil.rmtree(folder)  # a torn run left by an interrupted sweep (we are recomputing it)
-    os.replace(tmp, folder)  # a run folder appears whole or not at all
+    with atomic_path(folder, folder=True) as tmp:
+        tmp.mkdir(parents=True)
+        pq.write_table(_requests_table(result, result.summary["mode"]), tmp / "requests.parquet")
+        (tmp / "summary.json").write_text(strict_json(result.summary))
+        (tmp / "config.yaml").write_text(dump_run_config(cfg))
+        (tmp / "inputs.json").write_text(strict_json({"sha256": inputs}))
+        n = len(result.request_id)
+        timings = {"wall_s": round(result.wall_s, 3), "requests": n,
+                   "simulated_requests_per_s": round(n / result.wall_s, 1) if result.wall_s > 0 else None}
+        (tmp / "timings.json").write_text(strict_json(timings))
+        report_run(tmp)  # plots before publishing: a published run is never missing them
 
 
 def kept_run_state(folder: Path, cfg: RunConfig, inputs: dict[str, str]) -> str:

@@ -20,7 +20,7 @@ from sim.fileio import check_output_dir, check_replaceable, write_text_atomic, w
 from sim.metrics import derive_quality, summarize
 from sim.scenario import warmup_mask
 from sim.scenario.records import Records
-from sim.workload.trace import Trace, load_trace
+from sim.trace import Trace, load_trace
 
 EXPERIMENT_FILE = "experiment.yaml"  # marks a folder as a results folder of this tool
 

@@ -15,10 +15,12 @@ from sim.config import RunConfig, check_removed
 from sim.errors import ConfigError
 from sim.fileio import parse_yaml, read_yaml_mapping
 from sim.limits import MAX_RUN_FOLDER_NAME_BYTES
-from sim.schema import build, set_dotted, to_data
+from sim.schema import INT_LIMIT, build, set_dotted, to_data
 
 #: a sweep of more points than this needs an explicit yes (`python -m sim run --yes`)
 MAX_POINTS = 10_000
+#: seed replicas of one sweep at most, even with --yes
+MAX_SEED_REPLICAS = 1_000_000
 SWEEP_SECTIONS = ("sweep", "grid", "zip", "seeds")
 
 Axis = tuple[str, tuple[Any, ...]]
@@ -126,6 +128,26 @@ def load_experiment(
     return experiment_from_data(raw, overrides, source=str(path), max_points=max_points)
 
 
+def _split_sections(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(sweep sections, run config data) of an experiment's data, sweep sections normalised to mappings."""
+    if "base" in data:
+        unknown = sorted(set(data) - {"base", *SWEEP_SECTIONS})
+        if unknown:
+            raise ConfigError(f"{unknown[0]}: unknown key beside base (known: base, grid, zip, seeds, sweep)")
+        if not isinstance(data["base"], dict):
+            raise ConfigError("base: expected a mapping (a complete run config)")
+    sections = {name: data.pop(name, None) for name in SWEEP_SECTIONS}
+    run_data = data.pop("base") if "base" in data else data
+    for name in ("sweep", "grid", "zip"):
+        if sections[name] is None:
+            sections[name] = {}
+        elif not isinstance(sections[name], dict):
+            raise ConfigError(f"{name}: expected a mapping of dotted key -> list of values")
+    if sections["sweep"] and sections["grid"]:
+        raise ConfigError("sweep: give the grid as grid: or as sweep:, not both")
+    return sections, run_data
+
+
 def experiment_from_data(
     raw: dict[str, Any], overrides: list[tuple[str, Any]] = (), source: str = "<config>",  # type: ignore[assignment]
     max_points: int | None = MAX_POINTS,
@@ -134,21 +156,7 @@ def experiment_from_data(
     run config at the top level with those sections (and the older ``sweep:``, a grid) beside it."""
     data = copy.deepcopy(raw)
     try:
-        if "base" in data:
-            unknown = sorted(set(data) - {"base", *SWEEP_SECTIONS})
-            if unknown:
-                raise ConfigError(f"{unknown[0]}: unknown key beside base (known: base, grid, zip, seeds, sweep)")
-            if not isinstance(data["base"], dict):
-                raise ConfigError("base: expected a mapping (a complete run config)")
-        sections = {name: data.pop(name, None) for name in SWEEP_SECTIONS}
-        run_data = data.pop("base") if "base" in data else data
-        for name in ("sweep", "grid", "zip"):
-            if sections[name] is None:
-                sections[name] = {}
-            elif not isinstance(sections[name], dict):
-                raise ConfigError(f"{name}: expected a mapping of dotted key -> list of values")
-        if sections["sweep"] and sections["grid"]:
-            raise ConfigError("sweep: give the grid as grid: or as sweep:, not both")
+        sections, run_data = _split_sections(data)
         grid_name = "grid" if sections["grid"] else "sweep"
         grid_raw, zip_raw = sections[grid_name], sections["zip"]
         for key, value in overrides:
@@ -169,7 +177,7 @@ def experiment_from_data(
         if len({len(v) for _, v in zipped}) > 1:
             lengths = ", ".join(f"{k}: {len(v)}" for k, v in zipped)
             raise ConfigError(f"zip: lists must have equal lengths, got {lengths}")
-        seeds = _seeds(sections["seeds"], base.seed)
+        seeds = _seeds(sections["seeds"], base.seed, max_points)
         keys = [k for k, _ in grid] + [k for k, _ in zipped] + (["seed"] if seeds else [])
         for key in keys:
             if keys.count(key) > 1:
@@ -201,17 +209,25 @@ def _axes(section: str, raw: dict[Any, Any], known: dict[str, Any]) -> tuple[Axi
     return tuple(out)
 
 
-def _seeds(raw: Any, first: int) -> tuple[int, ...]:
-    """``seeds: [3, 7]`` (those seeds) or ``seeds: 4`` (four replicas from the base seed up)."""
+def _seeds(raw: Any, first: int, max_points: int | None) -> tuple[int, ...]:
+    """``seeds: [3, 7]`` (those seeds) or ``seeds: 4`` (four replicas from the base seed up); a count is checked
+    against the sweep's point limit before any seed is made (10**12 replicas is a typo, not a sweep)."""
     if raw is None:
         return ()
     if isinstance(raw, int) and not isinstance(raw, bool):
+        most = max_points if max_points is not None else MAX_SEED_REPLICAS
         if raw < 1:
             raise ConfigError(f"seeds: expected a count >= 1 or a list of seeds, got {raw}")
+        if raw > most:
+            hint = "; pass --yes to run more" if max_points is not None and raw <= MAX_SEED_REPLICAS else ""
+            raise ConfigError(f"seeds: {raw:,} replicas exceed {most:,}{hint}")
+        if first + raw - 1 > INT_LIMIT:
+            raise ConfigError(f"seeds: replicas from seed {first} would pass 2**63 - 1")
         return tuple(range(first, first + raw))
-    if (not isinstance(raw, list) or not raw
-            or any(not isinstance(s, int) or isinstance(s, bool) for s in raw) or len(set(raw)) != len(raw)):
-        raise ConfigError(f"seeds: expected a count >= 1 or a non-empty list of distinct integers, got {raw!r}")
+    if (not isinstance(raw, list) or not raw or any(not isinstance(s, int) or isinstance(s, bool) or not
+                                                    0 <= s <= INT_LIMIT for s in raw) or len(set(raw)) != len(raw)):
+        raise ConfigError("seeds: expected a count >= 1 or a non-empty list of distinct integers in 0..2**63 - 1, "
+                          f"got {raw!r}")
     return tuple(raw)
 
 

@@ -117,7 +117,7 @@ def measure_search(repeats: int, dim: int = 384) -> tuple[float, float]:
 
 
 def measure_embed(repeats: int) -> float:
-    from sim.workload.embedders import EMBEDDERS
+    from sim.embedding.embedders import EMBEDDERS
 
     model = EMBEDDERS.get("minilm")()
     prompts = [f"a watercolor painting of a lighthouse at dusk, detailed, variant {i}" for i in range(repeats)]

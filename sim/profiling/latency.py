@@ -18,6 +18,7 @@ import numpy as np
 import yaml
 
 from sim.errors import ConfigError
+from sim.fileio import write_text_atomic
 
 # Short names for the `gpu` field of entries (the full name goes in the provenance).
 _GPU_FAMILIES = ("gh200", "h200", "h100", "h800", "b200", "a100", "a800", "a10g", "a10", "l40s", "l40", "l4", "t4",
@@ -277,8 +278,8 @@ def profile_latency(a: argparse.Namespace, log: Callable[[str], object] = print)
         arch = P.ARCHITECTURES[loaded.model]
         provenance["architecture_source"] = arch.source
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(yaml.safe_dump({"kind": "latency", "provenance": provenance, "entries": entries},
-                                  sort_keys=False, width=110))
+    write_text_atomic(out, yaml.safe_dump({"kind": "latency", "provenance": provenance, "entries": entries},
+                                          sort_keys=False, width=110))
     return out
 
 

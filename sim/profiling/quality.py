@@ -14,6 +14,7 @@ import numpy as np
 import yaml
 
 from sim.errors import ConfigError, InputError
+from sim.fileio import write_text_atomic
 
 if TYPE_CHECKING:
     import torch
@@ -129,8 +130,19 @@ class Scorer:
         return [float(s) for s in scores.cpu()]
 
 
-def generate(pipe: Any, prompt: str, *, steps: int, seed: int, height: int, width: int, scheduler: str,
-             guidance_scale: float, start: int = 0, start_latent: torch.Tensor | None = None,
+@dataclass(frozen=True)
+class Sampling:
+    """How every image of a quality profile is generated: N steps, size, scheduler, guidance."""
+
+    steps: int
+    height: int
+    width: int
+    scheduler: str
+    guidance_scale: float
+
+
+def generate(pipe: Any, prompt: str, sampling: Sampling, *, seed: int, start: int = 0,
+             start_latent: torch.Tensor | None = None,
              capture: Collection[int] = ()) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
     """Generate ``prompt`` from noise (start 0), or resume it from another prompt's latent at step ``start``:
     fresh scheduler, set_timesteps(steps), set_begin_index(start), timesteps[start:]. Returns (image, captures)."""
@@ -138,7 +150,9 @@ def generate(pipe: Any, prompt: str, *, steps: int, seed: int, height: int, widt
 
     from sim.profiling import pipelines as P
 
-    sched = P.make_scheduler(pipe, scheduler, steps, start)
+    steps, height, width = sampling.steps, sampling.height, sampling.width
+    guidance_scale = sampling.guidance_scale
+    sched = P.make_scheduler(pipe, sampling.scheduler, steps, start)
     if start and type(sched).__name__ == "PNDMScheduler":
         # PNDM's schedule repeats one timestep (N + 1 entries): timesteps[K:] of a fresh one skips a step
         raise ConfigError("--scheduler: PNDM cannot resume from a cached latent; use ddim, euler or dpm")
@@ -189,13 +203,10 @@ def _floats(text: str, flag: str) -> tuple[float, ...]:
     return values
 
 
-def profile_quality(a: argparse.Namespace, log: Callable[[str], object] = print) -> Path:
-    """Generate, resume and score every chosen pair; write the quality profile."""
+def _check_flags(a: argparse.Namespace, ks: Sequence[int]) -> str:
+    """Every flag checked before a model is loaded; returns the primary metric."""
     from sim.profiling import pipelines as P
-    from sim.profiling.latency import measured_provenance, parse_int_list, parse_resolution
 
-    ks = parse_int_list(a.ks, "--ks")
-    bins = _floats(a.bins, "--bins")
     if a.steps <= ks[-1]:
         raise ConfigError(f"--steps: must exceed the largest K ({ks[-1]}), got {a.steps}")
     if not 0 < a.target <= 1:
@@ -208,7 +219,7 @@ def profile_quality(a: argparse.Namespace, log: Callable[[str], object] = print)
         raise ConfigError(f"--scheduler: expected one of {', '.join(P.SCHEDULERS)}, got {a.scheduler!r}")
     if not (a.clip_model or a.pickscore):
         raise ConfigError("--clip-model / --pickscore: give at least one scorer folder")
-    primary = a.metric or ("clip_score" if a.clip_model else "pickscore")
+    primary = str(a.metric or ("clip_score" if a.clip_model else "pickscore"))
     if primary not in METRICS or (primary == "clip_score" and not a.clip_model) or (
             primary == "pickscore" and not a.pickscore):
         raise ConfigError(f"--metric: {primary!r} needs its scorer folder (clip_score: --clip-model, "
@@ -217,24 +228,22 @@ def profile_quality(a: argparse.Namespace, log: Callable[[str], object] = print)
                        ("--pickscore-processor", a.pickscore_processor)):
         if path is not None and not Path(path).is_dir():
             raise InputError(f"{flag}: folder {path} not found")
-    pairs = read_pairs(a.pairs, bins, a.pairs_per_bin, a.seed)
-    device = P.torch_device(a.device)
-    loaded = P.load(a.model, device, P.torch_dtype(a.dtype, device))
-    pipe = loaded.pipe
-    width, height = parse_resolution(a.resolution) if a.resolution else (P.native_resolution(pipe),) * 2
-    scorers = [Scorer("clip_score", a.clip_model, None, "--clip-model", device)] if a.clip_model else []
-    if a.pickscore:
-        scorers.append(Scorer("pickscore", a.pickscore, a.pickscore_processor, "--pickscore", device))
+    return primary
+
+
+def _score_pairs(pipe: Any, pairs: list[tuple[int, Pair]], sampling: Sampling, ks: Sequence[int],
+                 scorers: list[Scorer], a: argparse.Namespace, primary: str,
+                 log: Callable[[str], object]) -> dict[str, dict[tuple[int, int], float]]:
+    """Each pair: the cached prompt from seeded noise (latents kept at every K), the new prompt from the same
+    noise (K = 0) and resumed from each cached latent; every image scored against the new prompt."""
     scores: dict[str, dict[tuple[int, int], float]] = {s.metric: {} for s in scorers}
-    kw = {"steps": a.steps, "height": height, "width": width, "scheduler": a.scheduler,
-          "guidance_scale": a.guidance_scale}
     images_dir = Path(a.images) if a.images else None
     for i, (_, pair) in enumerate(pairs):
         seed = a.seed + i  # the cached and the new prompt start from the same noise: K = 0 is the scratch image
-        _, cached = generate(pipe, pair.cached, seed=seed, capture=set(ks), **kw)
-        images = {0: generate(pipe, pair.query, seed=seed, **kw)[0]}
+        _, cached = generate(pipe, pair.cached, sampling, seed=seed, capture=set(ks))
+        images = {0: generate(pipe, pair.query, sampling, seed=seed)[0]}
         for k in ks:
-            images[k] = generate(pipe, pair.query, seed=seed, start=k, start_latent=cached[k], **kw)[0]
+            images[k] = generate(pipe, pair.query, sampling, seed=seed, start=k, start_latent=cached[k])[0]
         for scorer in scorers:
             for k, value in zip(images, scorer.score(_stack(images.values()), [pair.query] * len(images)),
                                 strict=True):
@@ -243,6 +252,27 @@ def profile_quality(a: argparse.Namespace, log: Callable[[str], object] = print)
             _save(images_dir, i, images)
         log(f"pair {i + 1}/{len(pairs)} (similarity {pair.similarity:.3f}): "
             + ", ".join(f"K={k} {scores[primary][(i, k)]:.2f}" for k in images))
+    return scores
+
+
+def profile_quality(a: argparse.Namespace, log: Callable[[str], object] = print) -> Path:
+    """Generate, resume and score every chosen pair; write the quality profile."""
+    from sim.profiling import pipelines as P
+    from sim.profiling.latency import measured_provenance, parse_int_list, parse_resolution
+
+    ks = parse_int_list(a.ks, "--ks")
+    bins = _floats(a.bins, "--bins")
+    primary = _check_flags(a, ks)
+    pairs = read_pairs(a.pairs, bins, a.pairs_per_bin, a.seed)
+    device = P.torch_device(a.device)
+    loaded = P.load(a.model, device, P.torch_dtype(a.dtype, device))
+    pipe = loaded.pipe
+    width, height = parse_resolution(a.resolution) if a.resolution else (P.native_resolution(pipe),) * 2
+    scorers = [Scorer("clip_score", a.clip_model, None, "--clip-model", device)] if a.clip_model else []
+    if a.pickscore:
+        scorers.append(Scorer("pickscore", a.pickscore, a.pickscore_processor, "--pickscore", device))
+    sampling = Sampling(a.steps, height, width, a.scheduler, a.guidance_scale)
+    scores = _score_pairs(pipe, pairs, sampling, ks, scorers, a, primary, log)
     summary = summarise(scores, [b for b, _ in pairs], ks, bins, primary, a.target)
     command = (f"python -m sim profile quality --model {a.model} --pairs {a.pairs} --ks {a.ks} --bins {a.bins} "
                f"--pairs-per-bin {a.pairs_per_bin} --steps {a.steps} --scheduler {a.scheduler} "
@@ -264,8 +294,8 @@ def profile_quality(a: argparse.Namespace, log: Callable[[str], object] = print)
     )
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(yaml.safe_dump({"kind": "quality", "provenance": provenance, **summary}, sort_keys=False,
-                                  width=110))
+    write_text_atomic(out, yaml.safe_dump({"kind": "quality", "provenance": provenance, **summary}, sort_keys=False,
+                                          width=110))
     return out
 
 

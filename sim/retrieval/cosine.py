@@ -28,6 +28,13 @@ def cosines(mat: np.ndarray, vector: np.ndarray) -> np.ndarray:
     return np.einsum("ij,j->i", _f32(mat), _f32(vector))
 
 
+def cosine_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Canonical float32 cosine of every row of ``a`` [m, d] with every row of ``b`` [n, d] ([m, n]; the same
+    bits as ``cosines``: einsum reduces each pair on its own, never through BLAS). Memory-bound: for bulk
+    scans screen with a BLAS product first (``screen_margin``)."""
+    return np.einsum("ij,kj->ik", _f32(a), _f32(b))
+
+
 def pair_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Canonical float32 cosine of row i of ``a`` with row i of ``b`` (same bits as ``cosines``)."""
     return np.einsum("ij,ij->i", _f32(a), _f32(b))

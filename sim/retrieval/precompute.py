@@ -20,8 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from sim.errors import InputError
+from sim.fileio import atomic_path
 from sim.retrieval import cosine
 
 VERSION = 1
@@ -104,7 +103,7 @@ def load_cached(cache_dir: Path, key: str, floor: float) -> Candidates | None:
         return None
     best: tuple[float, Path] | None = None
     for folder in cache_dir.glob(f"{key}-floor*"):
-        if ".partial-" in folder.name or not (folder / "meta.json").is_file():
+        if folder.name.startswith(".") or not (folder / "meta.json").is_file():
             continue  # another writer's folder in progress
         f = float.fromhex(folder.name.split("-floor", 1)[1])
         if f <= floor and (best is None or f > best[0]):
@@ -121,19 +120,10 @@ def load_cached(cache_dir: Path, key: str, floor: float) -> Candidates | None:
 def _save(cache_dir: Path, cands: Candidates, meta: dict[str, object]) -> Path:
     cache_dir.mkdir(parents=True, exist_ok=True)
     final = cache_dir / _folder_name(cands.key, cands.floor)
-    tmp = Path(tempfile.mkdtemp(prefix=final.name + ".partial-", dir=cache_dir))
-    try:
+    with atomic_path(final, folder=True, concurrent=True) as tmp:  # sweep workers may build the same lists
         for name in _FILES:
             np.save(tmp / f"{name}.npy", getattr(cands, name))
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not (final / "meta.json").is_file():  # not a concurrent writer's finished copy
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return final
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import shutil
 import sys
 import tempfile
@@ -13,12 +14,17 @@ from pathlib import Path
 from typing import Any
 
 from sim.errors import ConfigError, InputError
-from sim.fileio import check_replaceable
+from sim.fileio import check_output_dir, check_replaceable
+from sim.schema import INT_LIMIT
 from sim.validate.report import foreign_entry
 from sim.validate.rundir import SIM_COLUMNS, RunFolder, profile_provenances, read_run
 from sim.validate.sample import Pick, stratified_sample
 
 TINY = ("tiny", "tiny-xl")  # test architectures: run at their native size, not the run's 1024²
+#: bounds of the numeric flags (far above any real validation: a typo is an error, not an hour-long run)
+MAX_SAMPLE = 100_000
+MAX_WARMUP = 100
+MAX_GUIDANCE = 100.0
 
 
 def _check_model(model: str, weights: str) -> str:
@@ -46,7 +52,7 @@ def _check_model(model: str, weights: str) -> str:
 
 def _jobs(run: RunFolder, picks: list[Pick], resolution: tuple[int, int] | None, native: int | None,
           seed: int) -> list[Any]:
-    from sim.executors.gpu import Job
+    from sim.validate.gpu import Job
 
     rec = run.records
     needed: dict[int, int] = {}  # entry -> largest K a sampled hit reads from it
@@ -95,29 +101,57 @@ def _command(a: argparse.Namespace) -> str:
     return " ".join(parts)
 
 
-def validate(a: argparse.Namespace, log: Callable[[str], object] = print) -> tuple[Path, str]:
-    """Sample, execute and report; returns (output folder, status: complete | interrupted)."""
-    from sim.profiling.latency import parse_resolution
-    from sim.validate.report import write_report
+def _check_flags(a: argparse.Namespace) -> None:
+    """The numeric and choice flags, before any file is read."""
+    from sim.validate.gpu import TIERS
 
+    if not 1 <= a.sample <= MAX_SAMPLE:
+        raise ConfigError(f"--sample: expected an integer in 1..{MAX_SAMPLE:,}, got {a.sample}")
+    if not 0 <= a.seed <= INT_LIMIT:
+        raise ConfigError(f"--seed: expected an integer in 0..2**63 - 1, got {a.seed}")
+    if not 0 <= a.warmup <= MAX_WARMUP:
+        raise ConfigError(f"--warmup: expected an integer in 0..{MAX_WARMUP}, got {a.warmup}")
+    if not (math.isfinite(a.guidance_scale) and 0 <= a.guidance_scale <= MAX_GUIDANCE):
+        raise ConfigError(f"--guidance-scale: expected a number in 0..{MAX_GUIDANCE:g}, got {a.guidance_scale}")
+    if a.tier not in TIERS:
+        raise ConfigError(f"--tier: expected one of {', '.join(TIERS)}, got {a.tier!r}")
+
+
+def _check_inputs(a: argparse.Namespace) -> tuple[RunFolder, tuple[int, int] | None, str, Path]:
+    """(run, resolution, model source, output folder): every input checked, nothing written yet."""
+    from sim.profiling.latency import parse_resolution
+
+    _check_flags(a)
     run = read_run(Path(a.run_dir))
+    if run.config.run.executor != "engine":
+        raise InputError(f"{run.folder}: an untimed run (run.executor: {run.config.run.executor}) has no times to "
+                         "validate; validate a run of the timed engine")
     resolution = parse_resolution(a.resolution) if a.resolution else None
     source = _check_model(a.model, a.weights)
     if a.clip_model and not Path(a.clip_model).is_dir():
         raise InputError(f"--clip-model: {a.clip_model} is not a folder (a CLIPModel + CLIPProcessor folder)")
-    picks, orphans = stratified_sample(run.records["k_used"], run.records["matched_entry"],
-                                       run.records["admitted_entry"], run.records["service_s"], a.sample, a.seed)
     out = Path(a.out) if a.out else run.folder / "validation"
+    check_output_dir(out)
     if out.exists() and any(out.iterdir()):
         if not a.overwrite:
             raise ConfigError(f"--out {out}: exists and is not empty; pass --overwrite to replace it")
         check_replaceable(out, [run.folder], foreign_entry, "`python -m sim validate` output")
+    return run, resolution, source, out
+
+
+def validate(a: argparse.Namespace, log: Callable[[str], object] = print) -> tuple[Path, str]:
+    """Sample, execute and report; returns (output folder, status: complete | interrupted)."""
+    from sim.validate.report import write_report
+
+    run, resolution, source, out = _check_inputs(a)
+    picks, orphans = stratified_sample(run.records["k_used"], run.records["matched_entry"],
+                                       run.records["admitted_entry"], run.records["service_s"], a.sample, a.seed)
 
     import torch
 
-    from sim.executors.gpu import GpuExecutor, LatentTier
     from sim.profiling import pipelines as P
     from sim.profiling.latency import gpu_slug, measured_provenance
+    from sim.validate.gpu import GpuExecutor, LatentTier
 
     device = P.torch_device(a.device)
     dtype = P.torch_dtype(a.dtype, device)

@@ -13,7 +13,8 @@ import numpy as np
 import yaml
 
 from sim.errors import InputError
-from sim.fileio import write_text_atomic
+from sim.figsave import save_figure
+from sim.fileio import atomic_path, write_text_atomic
 from sim.validate.sample import stratum_label
 
 STATS = ("mean", "p50", "p90", "p99")
@@ -44,7 +45,7 @@ def foreign_entry(folder: Path) -> str | None:
     if not isinstance(meta, dict) or "run_dir" not in meta:
         return "its meta.json was not written by `python -m sim validate`"
     for entry in sorted(folder.iterdir()):
-        if entry.name not in FILES and not entry.name.endswith((".partial", ".partial.png")):
+        if entry.name not in FILES and not (entry.name.startswith(".") and "-partial" in entry.name):
             return f"it holds {entry.name}{'/' if entry.is_dir() else ''}, which validate never writes"
     return None
 
@@ -215,13 +216,11 @@ def write_report(folder: Path) -> Path:
 def _write_csv(path: Path, table: Sequence[dict[str, Any]]) -> None:
     fields = ["bucket", "component", "stat", "requests", "values", "simulated_s", "measured_s", "diff_pct",
               "abs_diff_pct", "flag"]
-    tmp = path.with_name(path.name + ".partial")
-    with tmp.open("w", newline="") as fh:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=fields)
         w.writeheader()
         for row in table:
             w.writerow({k: (_g(v) if isinstance(v, float) else v) for k, v in row.items()})
-    tmp.replace(path)
 
 
 def _write_parquet(path: Path, rows: Sequence[dict[str, Any]]) -> None:
@@ -231,9 +230,8 @@ def _write_parquet(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     if not rows:
         return
     flat = [{**r, "stored_sha1": json.dumps(r.get("stored_sha1") or {})} for r in rows]
-    tmp = path.with_name(path.name + ".partial")
-    pq.write_table(pa.Table.from_pylist(flat), tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        pq.write_table(pa.Table.from_pylist(flat), tmp)
 
 
 def _plot(path: Path, rows: Sequence[dict[str, Any]], table: Sequence[dict[str, Any]]) -> None:
@@ -265,10 +263,7 @@ def _plot(path: Path, rows: Sequence[dict[str, Any]], table: Sequence[dict[str, 
     right.set(ylabel="Diff% at mean (simulated vs measured)", title="per K bucket and component")
     right.legend(fontsize=7)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".partial.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 def _markdown(meta: dict[str, Any], rows: Sequence[dict[str, Any]], table: Sequence[dict[str, Any]]) -> str:

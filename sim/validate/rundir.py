@@ -75,7 +75,7 @@ def read_run(folder: Path) -> RunFolder:
     """Config, records and prompts of ``folder``; one-line errors for what validation cannot use."""
     from sim.config import run_config_from_data
     from sim.fileio import read_yaml_mapping
-    from sim.workload.trace import load_trace
+    from sim.trace import load_trace
 
     if not folder.is_dir():
         raise InputError(f"{folder}: no such run folder (a folder written by `python -m sim run`)")

@@ -1,1 +1,1 @@
-"""Workloads: canonical trace format, readers, synthetic generators and embedders."""
+"""Importers and trace statistics: DiffusionDB in, and the statistics of any canonical trace."""

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
 import tempfile
 from datetime import UTC, datetime, timedelta
@@ -36,8 +35,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sim.errors import InputError
-from sim.fileio import check_output_file, os_reason, write_text_atomic, writing
-from sim.workload.trace import TRACE_SCHEMA, embeddings_path, parquet_errors
+from sim.fileio import atomic_path, check_output_file, write_text_atomic, writing
+from sim.trace import TRACE_SCHEMA, embeddings_path, parquet_errors
 
 EXPECTED = {  # column -> the type DiffusionDB documents (used in error messages)
     "image_name": "string", "prompt": "string", "part_id": "uint16", "seed": "uint32", "step": "uint16",
@@ -331,45 +330,38 @@ def import_diffusiondb(src: Path, out: Path, *, start: str | None = None, end: s
                              "invalid_size_or_steps_to_null", "timestamp_not_on_minute"), 0)
     with writing(out.parent):
         out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_name(out.name + ".partial")
     written, merged, multi = 0, 0, 0
     ids: list[np.ndarray] = []
     first_arrival, last_arrival = 0.0, 0.0
     remaining = limit if limit is not None else len(first_rows)
-    try:  # never leave a half-written trace behind, whatever stops the import
-        with tempfile.TemporaryDirectory(dir=out.parent, prefix=".import-diffusiondb-") as tmp:
-            _spill(pf, job_size, uniq_minutes, bucket_of, Path(tmp), batch_rows)
-            del job_size
-            with pq.ParquetWriter(tmp_out, TRACE_SCHEMA) as writer:
-                for k in np.unique(bucket_of):
-                    with pa.OSFile(str(Path(tmp) / f"bucket-{k:06d}.arrow")) as fh:
-                        table = pa.ipc.open_file(fh).read_all()
-                    arrival, id64, m, j = _write_bucket(table, origin_min, remaining, writer, caveats,
-                                                        model_defaults)
-                    written, merged, multi = written + len(arrival), merged + m, multi + j
-                    remaining -= len(arrival)
-                    first_arrival = float(arrival[0]) if not ids else first_arrival
-                    ids.append(id64)
-                    last_arrival = float(arrival[-1])
-                    del table
+    with atomic_path(out) as tmp_out:  # never leave a half-written trace behind, whatever stops the import
+        try:
+            with tempfile.TemporaryDirectory(dir=out.parent, prefix=".import-diffusiondb-") as tmp:
+                _spill(pf, job_size, uniq_minutes, bucket_of, Path(tmp), batch_rows)
+                del job_size
+                with pq.ParquetWriter(tmp_out, TRACE_SCHEMA) as writer:
+                    for k in np.unique(bucket_of):
+                        with pa.OSFile(str(Path(tmp) / f"bucket-{k:06d}.arrow")) as fh:
+                            table = pa.ipc.open_file(fh).read_all()
+                        arrival, id64, m, j = _write_bucket(table, origin_min, remaining, writer, caveats,
+                                                            model_defaults)
+                        written, merged, multi = written + len(arrival), merged + m, multi + j
+                        remaining -= len(arrival)
+                        first_arrival = float(arrival[0]) if not ids else first_arrival
+                        ids.append(id64)
+                        last_arrival = float(arrival[-1])
+                        del table
+        except OSError as exc:
+            if exc.errno is None:  # Arrow's read errors carry no errno: the metadata file is damaged
+                raise InputError(f"{src}: not a readable parquet file ({' '.join(str(exc).split())[:160]})") from None
+            raise  # a write error: atomic_path names the output
+        except pa.ArrowException as exc:
+            raise InputError(f"{src}: not a readable parquet file ({' '.join(str(exc).split())[:160]})") from None
         uniq_ids, id_counts = np.unique(np.concatenate(ids), return_counts=True)
         if len(uniq_ids) != written:
             name = _duplicate_name(tmp_out, {int(x) for x in uniq_ids[id_counts > 1]})
             raise InputError(f"{src}: column 'image_name': {name!r} appears in more than one job; "
                              "request ids must be unique")
-    except OSError as exc:
-        tmp_out.unlink(missing_ok=True)
-        if exc.errno is None:  # Arrow's read errors carry no errno: the metadata file is damaged
-            raise InputError(f"{src}: not a readable parquet file ({' '.join(str(exc).split())[:160]})") from None
-        raise InputError(f"{out}: cannot write ({os_reason(exc)})") from None
-    except pa.ArrowException as exc:
-        tmp_out.unlink(missing_ok=True)
-        raise InputError(f"{src}: not a readable parquet file ({' '.join(str(exc).split())[:160]})") from None
-    except BaseException:
-        tmp_out.unlink(missing_ok=True)
-        raise
-    with writing(out):
-        os.replace(tmp_out, out)
 
     report = {
         "source": str(src), "output": str(out),
@@ -430,7 +422,7 @@ def _cmd(args: argparse.Namespace) -> int:
     if args.embedder == "none":
         print(f"next: python -m sim trace embed {out}")
         return 0
-    from sim.workload import embed
+    from sim.embedding import embed
 
     written = embed.embed_trace(out, args.embedder, embed.DEFAULT_CACHE)
     print(f"wrote {written}; next: python -m sim run EXPERIMENT.yaml --set trace.path={out}")

@@ -14,11 +14,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sim.embedding.simmap import find_map
 from sim.errors import InputError
+from sim.figsave import save_figure
 from sim.fileio import check_output_dir, write_text_atomic, writing
 from sim.retrieval.cosine import top1_rows
-from sim.workload.simmap import find_map
-from sim.workload.trace import embeddings_path, load_trace
+from sim.trace import embeddings_path, load_trace
 
 THRESHOLDS = (0.65, 0.75, 0.85, 0.90, 0.95)  # NIRVANA's K table (DESIGN.md §1)
 SIMILARITY_EDGES = np.linspace(-1.0, 1.0, 41)  # 0.05-wide bins
@@ -48,7 +49,7 @@ DEFINITIONS = {
 
 def _read(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """arrival_s, prompt id (numbered by first appearance), user id (-1 = null), prompt texts."""
-    from sim.workload.trace import read_parquet
+    from sim.trace import read_parquet
 
     table = read_parquet(path, "trace", columns=["arrival_s", "prompt", "user"])
     if table.num_rows == 0:
@@ -226,8 +227,7 @@ def _plot(stats: dict[str, Any], out_dir: Path, sims: np.ndarray | None) -> None
 
     def save(fig: Any, name: str) -> None:
         fig.tight_layout()
-        fig.savefig(out_dir / name, dpi=110)
-        plt.close(fig)
+        save_figure(fig, out_dir / name)
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.bar(range(len(stats["requests_per_day"])), stats["requests_per_day"])

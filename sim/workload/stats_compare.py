@@ -10,7 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sim.errors import InputError
-from sim.workload.trace import embeddings_path
+from sim.fileio import write_text_atomic
+from sim.trace import embeddings_path
 
 # Published DiffusionDB 2M figures (Wang et al., ACL 2023; DESIGN.md §2 and §6). Nothing else is
 # published for it (per-user sessions, reuse distances and similarities are not), so other rows show '-'.
@@ -89,7 +90,7 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 def write_and_print(table: dict[str, Any], out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "compare.json"
-    path.write_text(json.dumps(table, indent=2, ensure_ascii=False) + "\n")
+    write_text_atomic(path, json.dumps(table, indent=2, ensure_ascii=False) + "\n")
     width = max(len(r["statistic"]) for r in table["rows"])
     cols = [max(len(Path(table["a"]).name), *(len(r["a"]) for r in table["rows"])),
             max(len(Path(table["b"]).name), *(len(r["b"]) for r in table["rows"]))]

@@ -19,8 +19,9 @@ from sim.cache.store import AccessResult, AdmitResult
 from sim.requests import Requests
 from sim.retrieval import cosine
 from sim.retrieval.precompute import Candidates
-from sim.scenario.records import Records
 
+#: per-request record columns by name (sim/scenario/records.py's schema; the core writes into them)
+Records = dict[str, np.ndarray]
 #: the record columns ``replay`` writes, in its ``outs`` order
 REPLAY_COLUMNS = ("k_selected", "k_used", "hole", "matched_entry", "similarity", "similarity_raw", "admitted_entry",
                   "num_evicted", "admit_s")

@@ -51,15 +51,19 @@ def best_slot(p: int, sims: Any, by_row: bool, part_head: Any, part_next: Any, s
 
 
 @jit
-def screen_near(p: int, approx: Any, old: int, written: int, row_stamp: Any, mat: Any, query: Any,
-                margin: float, part_head: Any, part_next: Any, slot_row: Any, vals: Any, out: Any) -> int:
+def screen_near(p: int, query: Any, margin: float, rows: Any, screened: Any, links: Any, scratch: Any) -> int:
     """Rows of partition ``p``'s cached slots whose screened cosine is within ``margin`` of the best one.
 
-    ``approx`` holds a screened cosine per row for rows below ``old`` not rewritten since the screen, which ran
-    after ``written`` row writes (``row_stamp``: each row's last write); other rows are screened here, a float32
-    sum in index order (one more summation order, so within cosine.screen_margin of the canonical value). Writes
-    the rows to ``out`` (``vals`` is scratch, one value per slot of the partition) and returns how many (a row
-    may repeat)."""
+    ``rows`` = (mat, row_stamp): the matrix and each row's last write; ``screened`` = (approx, old, written):
+    a screened cosine per row for rows below ``old`` not rewritten since the screen, which ran after
+    ``written`` row writes; other rows are screened here, a float32 sum in index order (one more summation
+    order, so within cosine.screen_margin of the canonical value). ``links`` = (part_head, part_next,
+    slot_row). Writes the rows to ``scratch[1]`` (``scratch[0]``: one value per slot of the partition) and
+    returns how many (a row may repeat)."""
+    mat, row_stamp = rows
+    approx, old, written = screened
+    part_head, part_next, slot_row = links
+    vals, out = scratch
     dim = mat.shape[1]
     top = -np.inf
     m = 0
@@ -91,13 +95,15 @@ def screen_near(p: int, approx: Any, old: int, written: int, row_stamp: Any, mat
 
 
 @jit
-def screen_rows(approx: Any, old: int, written: int, row_stamp: Any, row_refs: Any, high: int, mat: Any,
-                query: Any, margin: float, vals: Any, out: Any) -> int:
-    """screen_near for a store with one partition: its cached prompts are the rows still referenced, so the
-    rows [0, high) are scanned in order instead of walking the slots' list.
+def screen_rows(high: int, query: Any, margin: float, rows: Any, row_refs: Any, screened: Any, scratch: Any) -> int:
+    """screen_near for a store with one partition: its cached prompts are the rows still referenced
+    (``row_refs`` > 0), so the rows [0, high) are scanned in order instead of walking the slots' list.
 
     The screened value is computed inline here as in screen_near, on purpose: moving it into a shared
     jitted helper (also with inline="always") made FIFO 15,000 on the 2M trace 49 s -> 104-117 s, measured."""
+    mat, row_stamp = rows
+    approx, old, written = screened
+    vals, out = scratch
     dim = mat.shape[1]
     top = -np.inf
     for r in range(high):
@@ -240,14 +246,14 @@ class FallbackScreen:
             self.near = np.zeros(size, dtype=np.int64)
         if self.single is not None:
             row_prompt, row_refs, prompt_pp, slot_entry = self.single
-            m = screen_rows(approx, len(approx), at, self.row_stamp, row_refs, high, self.mat, query, self.margin,
-                            self.vals, self.near)
+            m = screen_rows(high, query, self.margin, (self.mat, self.row_stamp), row_refs, (approx, len(approx), at),
+                            (self.vals, self.near))
             near = self.near[:m]
             slot, raw = best_row(near, cosine.cosines(self.mat[near], query), row_prompt, prompt_pp, self.pp_head,
                                  slot_entry)
             return int(slot), float(raw)
-        m = screen_near(p, approx, len(approx), at, self.row_stamp, self.mat, query, self.margin, part_head,
-                        part_next, slot_row, self.vals, self.near)
+        m = screen_near(p, query, self.margin, (self.mat, self.row_stamp), (approx, len(approx), at),
+                        (part_head, part_next, slot_row), (self.vals, self.near))
         near = self.near[:m]
         canon = cosine.cosines(self.mat[near], query)
         slot, raw = best_near(p, near, canon, self.row_mark, part_head, part_next, slot_row)

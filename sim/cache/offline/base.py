@@ -10,6 +10,7 @@ import numpy as np
 from sim.cache.kselect import MISS, KTable
 from sim.cache.params import PolicyParams
 from sim.cache.policies.base import Policy, Unit
+from sim.retrieval import cosine
 
 #: prompt x prompt similarities kept in memory at most (float32: 4 bytes each)
 FULL_CELLS = 25_000_000
@@ -42,7 +43,7 @@ class Future:
         if full is not None:
             sim = full[self.prompt_index[requests][:, None], prompts[None, :]]
         else:
-            raw = self.vectors[self.prompt_index[requests]] @ self.vectors[prompts].T
+            raw = cosine.cosine_matrix(self.vectors[self.prompt_index[requests]], self.vectors[prompts])
             sim = self.scale(raw) if self.scale is not None else raw
         same = self.partition[requests][:, None] == partitions[None, :]
         return np.where(same, sim, -np.inf)
@@ -54,7 +55,7 @@ class Future:
             return None
         cache = self.__dict__.get("_full_sim")
         if cache is None:
-            raw = self.vectors @ self.vectors.T
+            raw = cosine.cosine_matrix(self.vectors, self.vectors)
             cache = (self.scale(raw) if self.scale is not None else raw).astype(np.float32)
             object.__setattr__(self, "_full_sim", cache)  # a memo on a frozen dataclass: same value forever
         return cache

@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from sim.embedding.embedders import EMBEDDERS
+from sim.embedding.embedders.base import Embedder
 from sim.errors import InputError, SimError
-from sim.workload.embedders import EMBEDDERS
-from sim.workload.embedders.base import Embedder
 
 # Files whose bytes decide the vectors besides the weights; hashed whole into the tag.
 _TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
@@ -73,7 +73,7 @@ class CLIP(Embedder):
         if batch_size < 1:
             raise SimError(f"clip embedder: batch_size must be >= 1, got {batch_size}")
 
-        # torch and transformers load here, not at import: `import sim.workload.embedders` stays light.
+        # torch and transformers load here, not at import: `import sim.embedding.embedders` stays light.
         import torch
         from transformers import CLIPTextConfig, CLIPTextModelWithProjection, CLIPTokenizer
         from transformers.utils import logging as hf_logging

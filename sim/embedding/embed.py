@@ -16,15 +16,15 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sim.errors import InputError, SimError
-from sim.fileio import writing
-from sim.workload.trace import embeddings_path, prompt_sha1, read_parquet, utf8_strings, write_embeddings
+from sim.fileio import atomic_path
+from sim.trace import embeddings_path, prompt_sha1, read_parquet, utf8_strings, write_embeddings
 
 DEFAULT_CACHE = Path(os.environ.get("NIRVANA_SIM_CACHE", Path.home() / ".cache" / "nirvana-sim")) / "embeddings"
 
@@ -81,7 +81,7 @@ def embed_with_report(prompts: list[str], embedder_name: str, cache_dir: Path | 
     Truncations are counted by tokenizing every distinct prompt, cached or not, so a rerun reports
     the same number (~5K prompts/s for minilm on 2 cores: skip it where nobody reads the count).
     """
-    from sim.workload.embedders import EMBEDDERS
+    from sim.embedding.embedders import EMBEDDERS
 
     check_prompts(prompts)
     embedder = EMBEDDERS.get(embedder_name)(**embedder_args)
@@ -102,9 +102,8 @@ def embed_with_report(prompts: list[str], embedder_name: str, cache_dir: Path | 
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
             shard = folder / f"shard-{len(list(folder.glob('shard-*.parquet'))):05d}.parquet"
-            tmp = shard.with_suffix(".partial")
-            write_embeddings([text_of[h] for h in todo], fresh, tag, tmp)
-            tmp.replace(shard)
+            with atomic_path(shard) as tmp:
+                write_embeddings([text_of[h] for h in todo], fresh, tag, tmp)
     vectors = np.stack([known[h] for h in hashes]).astype(np.float32) if prompts else np.zeros((0, embedder.dim),
                                                                                               np.float32)
     num_truncated = embedder.count_truncated(list(text_of.values())) if count_truncated else None
@@ -131,19 +130,14 @@ def read_trace_prompts(trace: Path) -> list[str]:
     return list(dict.fromkeys(cast(list[str], rows)))
 
 
-def embed_trace(trace: Path, embedder_name: str, cache_dir: Path | None = DEFAULT_CACHE,
+def embed_trace(trace: Path, embedder_name: str, cache_dir: Path | None = DEFAULT_CACHE, *, out: Path | None = None,
                 **embedder_args: object) -> tuple[Path, EmbedReport]:
-    """Write ``T.embeddings.parquet`` for the distinct prompts of trace ``T.parquet``."""
+    """Write ``T.embeddings.parquet`` (or ``out``) for the distinct prompts of trace ``T.parquet``."""
     prompts = read_trace_prompts(trace)
     vectors, report = embed_with_report(prompts, embedder_name, cache_dir, count_truncated=True, **embedder_args)
-    out = embeddings_path(trace)
-    tmp = out.with_name(out.name + ".partial")
-    with writing(out):
-        try:
-            write_embeddings(prompts, vectors, report.tag, tmp)
-            os.replace(tmp, out)
-        finally:
-            tmp.unlink(missing_ok=True)
+    out = out if out is not None else embeddings_path(trace)
+    with atomic_path(out) as tmp:
+        write_embeddings(prompts, vectors, report.tag, tmp)
     return out, report
 
 
@@ -162,9 +156,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    from sim.workload.embedders import EMBEDDERS
+    from sim.embedding.embedders import EMBEDDERS
 
-    embedder_args: dict[str, object] = {}
+    embedder_args: dict[str, Any] = {}
     if args.model_path is not None:
         if "model_path" not in inspect.signature(EMBEDDERS.get(args.embedder)).parameters:
             raise SimError(f"embedder '{args.embedder}' takes no --model-path")

@@ -1,7 +1,7 @@
 """Text mode of the synthetic generator: real prompts as topic clusters, and word edits drawn from their vocabulary.
 
 The pool is every distinct prompt of NIRVANA's production log (query and cached columns), read from
-the committed traces/pool/prompts.parquet (sim/workload/pool.py) or from the log itself. The log's
+the committed traces/pool/prompts.parquet (sim/synth/pool.py) or from the log itself. The log's
 own matches — a query and the cached prompt it hit with CLIP similarity above
 ``popularity.link_above`` — are joined by union-find into topic clusters; unmatched prompts are
 singletons. Words are classed by two closed lists below: STOPWORDS are never edited; MODIFIERS
@@ -26,8 +26,8 @@ import numpy as np
 
 from sim.errors import ConfigError, InputError
 from sim.paths import resolve
-from sim.workload.synth_config import SynthConfig
-from sim.workload.synth_skeleton import REFINE, REPEAT_CROSS, REPEAT_SESSION, Skeleton
+from sim.synth.config import SynthConfig
+from sim.synth.skeleton import REFINE, REPEAT_CROSS, REPEAT_SESSION, Skeleton
 
 STOP, NOUN, MODIFIER = 0, 1, 2
 #: how each request's prompt was made (text mode)
@@ -89,7 +89,7 @@ def load_pool(cfg: SynthConfig) -> PromptPool:
         if not path.is_file():
             raise InputError(f"{path}: calibration file not found (synth config key 'calibration')")
         return _load_pool(path, path.stat().st_mtime_ns, "csv", cfg.popularity.link_above, cfg.edits.min_word_count)
-    from sim.workload.pool import read_pool
+    from sim.synth.pool import read_pool
 
     _, _, built_at = read_pool(cfg.pool)
     if built_at != cfg.popularity.link_above:
@@ -104,11 +104,11 @@ def load_pool(cfg: SynthConfig) -> PromptPool:
 @functools.lru_cache(maxsize=4)
 def _load_pool(path: Path, _mtime_ns: int, kind: str, link_above: float, floor: int) -> PromptPool:
     if kind == "csv":
-        from sim.workload.pool import clusters_from_calibration
+        from sim.synth.pool import clusters_from_calibration
 
         prompts, clusters = clusters_from_calibration(path, link_above)
     else:
-        from sim.workload.pool import read_pool
+        from sim.synth.pool import read_pool
 
         prompts, clusters, _ = read_pool(path)
     counts: Counter[str] = Counter()

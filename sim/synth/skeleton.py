@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim.workload.synth_config import SECONDS_PER_DAY, ArrivalConfig, SynthConfig
+from sim.synth.config import SECONDS_PER_DAY, ArrivalConfig, SynthConfig
 
 START, REFINE, REPEAT_SESSION, REPEAT_CROSS = 0, 1, 2, 3
 KIND_NAMES = ("start", "refine", "repeat_session", "repeat_cross")

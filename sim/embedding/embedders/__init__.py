@@ -1,10 +1,10 @@
 """Prompt embedders behind a registry; each returns unit-norm float32 vectors."""
 
+from sim.embedding.embedders.base import Embedder
 from sim.registry import Registry
-from sim.workload.embedders.base import Embedder
 
 EMBEDDERS: Registry[type[Embedder]] = Registry("embedder")
 
-from sim.workload.embedders import clip, hash, minilm  # noqa: E402,F401
+from sim.embedding.embedders import clip, hash, minilm  # noqa: E402,F401
 
 __all__ = ["EMBEDDERS", "Embedder"]

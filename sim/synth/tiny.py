@@ -19,13 +19,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from sim.workload.trace import embeddings_path, write_embeddings, write_trace
+from sim.trace import embeddings_path, write_embeddings, write_trace
 
 
 def read_calibration(path: Path) -> list[tuple[float, str, str]]:
     """(clip_score, query_prompt, cached_prompt or '') of every row with a query, in log order; the one
-    reader of the log's format (sim/workload/simeval.py read_pairs) checks it and names file and row."""
-    from sim.workload.simeval import read_pairs
+    reader of the log's format (sim/embedding/simeval.py read_pairs) checks it and names file and row."""
+    from sim.embedding.simeval import read_pairs
 
     log = read_pairs(path)
     return [(float(s), q, c) for s, q, c in zip(log.clip.tolist(), log.queries, log.cached, strict=True) if q.strip()]
@@ -44,7 +44,7 @@ def build_tiny_trace(
     num_users: int = 400,
     embedder_name: str = "minilm",
 ) -> dict[str, Any]:
-    from sim.workload.embedders import EMBEDDERS
+    from sim.embedding.embedders import EMBEDDERS
 
     rows = read_calibration(calibration)
     rng = np.random.default_rng(seed)

@@ -50,9 +50,9 @@ from typing import Any
 import numpy as np
 
 from sim.cache.kselect import MISS, KTable
+from sim.embedding.embed import DEFAULT_CACHE
+from sim.embedding.simmap import top1_over
 from sim.errors import InputError
-from sim.workload.embed import DEFAULT_CACHE
-from sim.workload.simmap import top1_over
 
 POOLS = ("inserted", "all-queries")
 COLUMNS = ("clip_score", "query_prompt", "cached_prompt")
@@ -238,8 +238,8 @@ def cross_validate(raw: np.ndarray, clip: np.ndarray, folds: np.ndarray, fit: Ma
 
 
 def fit_deterministic(raw: np.ndarray, clip: np.ndarray) -> Callable[[np.ndarray, np.random.Generator], np.ndarray]:
-    """The quantile map (sim/workload/simmap.py), as a scale function for cross_validate."""
-    from sim.workload.simmap import fit_quantile_map
+    """The quantile map (sim/embedding/simmap.py), as a scale function for cross_validate."""
+    from sim.embedding.simmap import fit_quantile_map
 
     x, y = fit_quantile_map(raw, clip)
     return lambda r, _rng: np.interp(r, x, y)
@@ -288,7 +288,7 @@ def look_up(log: PairsLog, embedder_name: str, pool: str = "inserted", cache_dir
             vectors: Callable[[list[str]], tuple[np.ndarray, str]] | None = None) -> LookedUp:
     """Embed every distinct prompt once (through the on-disk cache; None: no cache) and take each query's
     time-consistent top-1; ``vectors`` replaces the embedder (tests)."""
-    from sim.workload.embed import embed_prompts
+    from sim.embedding.embed import embed_prompts
 
     plan = plan_pool(log, pool)
     if vectors is None:
@@ -321,7 +321,7 @@ def evaluate(looked: LookedUp, scores: np.ndarray, scale: str, table: KTable | N
 
 def refit(looked: LookedUp, folds: int = 5, seed: int = 0) -> dict[str, Any]:
     """Deterministic and stochastic maps, cross-validated by query hash; the deterministic fit on all rows."""
-    from sim.workload.simmap import fit_quantile_map
+    from sim.embedding.simmap import fit_quantile_map
 
     if folds < 2:
         raise InputError(f"--folds {folds}: need at least 2")
@@ -383,7 +383,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 def _cmd(args: argparse.Namespace) -> int:
     import json
 
-    from sim.workload.simmap import find_map, load_map
+    from sim.embedding.simmap import find_map, load_map
 
     log = read_pairs(Path(args.pairs))
     smap = None

@@ -197,7 +197,7 @@ class RepeatConfig:
 class EditConfig:
     """A refinement edits the previous prompt of its session word by word.
 
-    Words are classed with closed lists (sim/workload/synth_text.py): stopwords, *modifiers* (a
+    Words are classed with closed lists (sim/synth/text.py): stopwords, *modifiers* (a
     closed list of adjectives and style tags, kept if the pool uses them) and everything else,
     treated as nouns. The first ``noun_phase`` refinements of a topic edit nouns, later ones edit
     modifiers (DESIGN §2: users refine nouns first, then adjectives).

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from sim.embedding.embedders import EMBEDDERS
+from sim.embedding.embedders.base import Embedder
 from sim.errors import SimError
-from sim.workload.embedders import EMBEDDERS
-from sim.workload.embedders.base import Embedder
 
 
 @EMBEDDERS.register("minilm")

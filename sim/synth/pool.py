@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import functools
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sim.errors import InputError
-from sim.fileio import same_file, writing
+from sim.fileio import atomic_path, same_file, writing
 from sim.paths import resolve
 
 POOL_PATH = "traces/pool/prompts.parquet"
@@ -32,7 +31,7 @@ SOURCE = ("NIRVANA's production retrieval log: skejriwal44/argus, pipeline/cache
 
 def clusters_from_calibration(path: Path, link_above: float) -> tuple[list[str], list[list[int]]]:
     """(sorted distinct prompts, member indices per cluster: largest first, members ascending)."""
-    from sim.workload.tiny import read_calibration
+    from sim.synth.tiny import read_calibration
 
     rows = read_calibration(path)
     if not rows:
@@ -65,17 +64,13 @@ def write_pool(prompts: list[str], clusters: list[list[int]], link_above: float,
         cluster[members] = c
     schema = pa.schema([("prompt", pa.string()), ("cluster", pa.int32())], metadata={
         "link_above": repr(float(link_above)), "source": source,
-        "derivation": "sim/workload/pool.py (distinct prompts; union-find of the log's matches above link_above)",
+        "derivation": "sim/synth/pool.py (distinct prompts; union-find of the log's matches above link_above)",
     })
     table = pa.Table.from_arrays([pa.array(prompts, pa.string()), pa.array(cluster)], schema=schema)
-    tmp = out.with_name(out.name + ".partial")
     with writing(out):
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(table, tmp, compression="zstd", compression_level=19)
-            os.replace(tmp, out)
-        finally:
-            tmp.unlink(missing_ok=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        pq.write_table(table, tmp, compression="zstd", compression_level=19)
 
 
 @functools.lru_cache(maxsize=4)

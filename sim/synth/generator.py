@@ -1,9 +1,9 @@
 """Synthetic DiffusionDB-style traces: `python -m sim trace synth` in text mode (real prompts) or vectors mode.
 
-Text mode grows prompts from the real pool of NIRVANA's production log (sim/workload/synth_text.py);
+Text mode grows prompts from the real pool of NIRVANA's production log (sim/synth/text.py);
 vectors mode draws unit vectors clustered on the sphere for scale tests (no text, no embedder).
-Both share one reuse structure (sim/workload/synth_skeleton.py) whose every knob is in
-sim/workload/synth_config.py. One seed feeds named random streams, so a seed gives a byte-identical
+Both share one reuse structure (sim/synth/skeleton.py) whose every knob is in
+sim/synth/config.py. One seed feeds named random streams, so a seed gives a byte-identical
 trace. Outputs — T.parquet, T.embeddings.parquet and T.synth.json (statistics, published targets
 and the resolved config) — are written under temporary names and renamed when complete.
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import random
 import time
 from collections.abc import Iterator, Sequence
@@ -25,12 +24,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sim.embedding.embed import DEFAULT_CACHE, embed_trace
 from sim.errors import ConfigError
-from sim.fileio import check_output_file, writing
+from sim.fileio import atomic_path, check_output_file, writing
 from sim.paths import resolve
 from sim.rng import rng_stream
-from sim.workload.embed import DEFAULT_CACHE, embed_trace
-from sim.workload.synth_config import (
+from sim.synth.config import (
     MAX_REQUESTS,
     SECONDS_PER_DAY,
     SynthConfig,
@@ -38,7 +37,7 @@ from sim.workload.synth_config import (
     config_data,
     load_synth_config,
 )
-from sim.workload.synth_skeleton import (
+from sim.synth.skeleton import (
     KIND_NAMES,
     REFINE,
     START,
@@ -47,7 +46,7 @@ from sim.workload.synth_skeleton import (
     depth_levels,
     resolve_variants,
 )
-from sim.workload.trace import embeddings_path, write_embeddings, write_trace
+from sim.trace import embeddings_path, write_embeddings, write_trace
 
 Mode = Literal["text", "vectors"]
 STREAMS = ("arrivals", "sessions", "users", "kinds", "popularity", "edits", "text", "vectors")
@@ -92,7 +91,7 @@ def generate(cfg: SynthConfig, num_requests: int, seed: int, mode: Mode = "text"
         raise ConfigError(f"requests: expected an integer >= 1, got {num_requests}")
     rngs = _streams(seed)
     if mode == "text":
-        from sim.workload.synth_text import TextRealiser, load_pool
+        from sim.synth.text import TextRealiser, load_pool
 
         pool = load_pool(cfg)
         sk = build_skeleton(cfg, num_requests, len(pool.clusters), rngs)
@@ -247,7 +246,7 @@ def statistics(res: SynthResult) -> dict[str, Any]:
         "mean_edits_per_refinement": round(float(res.edits_applied[refine].mean()), 3) if refine.any() else None,
     }
     if res.origin is not None:
-        from sim.workload.synth_text import ORIGINS
+        from sim.synth.text import ORIGINS
 
         out["origins"] = {name: round(float(np.mean(res.origin == k)), 4) for k, name in enumerate(ORIGINS)}
     out["diurnal"] = _diurnal(sk.arrival_s)
@@ -306,34 +305,26 @@ def write_synth_trace(cfg: SynthConfig, num_requests: int, seed: int, out: Path,
     stats = statistics(res)
     with writing(out.parent):
         out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".partial")
-    tmp_emb = embeddings_path(tmp)
-    tmp_json = out.with_name(out.name + ".synth.partial")
-    with writing(out):
-        try:
-            write_trace(trace_table(res), tmp)
-            tag = None
-            if mode == "vectors":
-                assert res.distinct_prompts is not None and res.vectors is not None
-                tag = f"synth-vectors:dim={cfg.vectors.dim}"
-                write_embeddings(res.distinct_prompts, res.vectors, tag, tmp_emb)
-            elif embedder is not None:
-                _, report = embed_trace(tmp, embedder, cache_dir)
-                tag = report.tag
-                stats["embedding"] = {"embedded_now": report.num_embedded, "from_cache": report.num_prompts -
-                                      report.num_embedded, "truncated_to_window": report.num_truncated}
-            stats.update(seed=seed, embedder=tag, generate_s=round(generate_s, 2),
-                         total_s=round(time.perf_counter() - started, 2), targets=TARGETS, config=config_data(cfg))
-            tmp_json.write_text(json.dumps(stats, indent=2) + "\n")
-            if tag is not None:
-                os.replace(tmp_emb, embeddings_path(out))
-            else:  # an embeddings file of an earlier trace at this path no longer matches
-                embeddings_path(out).unlink(missing_ok=True)
-            os.replace(tmp, out)
-            os.replace(tmp_json, synth_json_path(out))
-        finally:
-            for p in (tmp, tmp_emb, tmp_json):
-                p.unlink(missing_ok=True)
+    # The three files are written under temporary names and renamed on success, inner first: the embeddings,
+    # the trace, then its statistics (as before: a reader of the new trace finds its embeddings).
+    with atomic_path(synth_json_path(out)) as tmp_json, atomic_path(out) as tmp, \
+            atomic_path(embeddings_path(out)) as tmp_emb:
+        write_trace(trace_table(res), tmp)
+        tag = None
+        if mode == "vectors":
+            assert res.distinct_prompts is not None and res.vectors is not None
+            tag = f"synth-vectors:dim={cfg.vectors.dim}"
+            write_embeddings(res.distinct_prompts, res.vectors, tag, tmp_emb)
+        elif embedder is not None:
+            _, report = embed_trace(tmp, embedder, cache_dir, out=tmp_emb)
+            tag = report.tag
+            stats["embedding"] = {"embedded_now": report.num_embedded, "from_cache": report.num_prompts -
+                                  report.num_embedded, "truncated_to_window": report.num_truncated}
+        stats.update(seed=seed, embedder=tag, generate_s=round(generate_s, 2),
+                     total_s=round(time.perf_counter() - started, 2), targets=TARGETS, config=config_data(cfg))
+        tmp_json.write_text(json.dumps(stats, indent=2) + "\n")
+        if tag is None:  # an embeddings file of an earlier trace at this path no longer matches
+            embeddings_path(out).unlink(missing_ok=True)
     return stats
 
 

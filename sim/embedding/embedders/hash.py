@@ -6,8 +6,8 @@ import hashlib
 
 import numpy as np
 
-from sim.workload.embedders import EMBEDDERS
-from sim.workload.embedders.base import Embedder
+from sim.embedding.embedders import EMBEDDERS
+from sim.embedding.embedders.base import Embedder
 
 
 @EMBEDDERS.register("hash")

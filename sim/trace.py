@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from sim.errors import InputError
 from sim.fileio import os_reason
-from sim.limits import MAX_SIDE_PX, MAX_STEPS
+from sim.limits import MAX_ARRIVAL_S, MAX_SIDE_PX, MAX_STEPS
 from sim.paths import resolve
 
 REQUIRED = {
@@ -180,58 +180,79 @@ def load_trace(path: str | Path, limit: int | None = None) -> Trace:
     if n == 0:
         raise InputError(f"{file}: the trace has no requests")
 
-    request_id = _text(table, "request_id", file)
-    arrival_col = _column(table, "arrival_s", pa.float64(), file)
-    if arrival_col.null_count:
-        raise InputError(f"{file}: column 'arrival_s': row {_first_null(arrival_col)} is null")
-    arrival = arrival_col.to_numpy()
-    bad = np.flatnonzero(~np.isfinite(arrival) | (arrival < 0))
-    if len(bad):
-        raise InputError(
-            f"{file}: column 'arrival_s': row {bad[0]} is {arrival[bad[0]]}, expected a finite number >= 0"
-        )
-    back = np.flatnonzero(np.diff(arrival) < 0)
-    if len(back):
-        i = back[0] + 1
-        raise InputError(
-            f"{file}: column 'arrival_s': row {i} ({arrival[i]}) is earlier than row {i - 1} "
-            f"({arrival[i - 1]}); sort the trace by arrival"
-        )
-    if request_id.null_count:
-        raise InputError(f"{file}: column 'request_id': row {_first_null(request_id)} is null")
-    if pc.count_distinct(request_id).as_py() != n:
-        seen: set[str] = set()
-        for i, rid in enumerate(Strings(request_id)):
-            if rid in seen:
-                raise InputError(f"{file}: column 'request_id': row {i} repeats id {rid!r}")
-            seen.add(rid)
-
+    request_id = _request_ids(table, file, n)
+    arrival = _arrivals(table, file)
     prompt_index, prompts, sha1s = _prompts(_text(table, "prompt", file), file)
     user = _interned(_text(table, "user", file))
-    ints = {}
-    for name in ("width", "height", "steps"):
-        if name in table.column_names:
-            col = _column(table, name, pa.int32(), file)
-            ints[name] = np.asarray(col.fill_null(-1).to_numpy(), dtype=np.int64)
-            bad = np.flatnonzero(((ints[name] < 1) & (ints[name] != -1)) | (ints[name] > INT_BOUNDS[name]))
-            if len(bad):
-                raise InputError(
-                    f"{file}: column '{name}': row {bad[0]} is {ints[name][bad[0]]}, "
-                    f"expected an integer in 1..{INT_BOUNDS[name]} or null"
-                )
-        else:
-            ints[name] = np.full(n, -1, dtype=np.int64)
+    ints = {name: _optional_ints(table, name, file) for name in ("width", "height", "steps")}
     if "sampler" in table.column_names:
-        sampler = _interned(_text(table, "sampler", file))
+        sampler_col = _text(table, "sampler", file)
+        empty = pc.equal(pc.utf8_length(sampler_col), 0)
+        if pc.any(empty).as_py():
+            raise InputError(f"{file}: column 'sampler': row {_first_true(empty)} is an empty string (a sampler "
+                             "name, or null for the run's model.sampler)")
+        sampler = _interned(sampler_col)
     else:
         sampler = np.full(n, None, dtype=object)
-    del table, arrival_col
+    del table
     pa.default_memory_pool().release_unused()  # before the vectors: pyarrow's allocator keeps freed buffers
 
     vectors, embedder = _load_embeddings(embeddings_path(file), prompts, sha1s)
     pa.default_memory_pool().release_unused()
     return Trace(file, Strings(request_id), arrival, prompt_index, user, ints["width"], ints["height"],
                  ints["steps"], sampler, Strings(prompts), vectors, embedder)
+
+
+def _arrivals(table: pa.Table, file: Path) -> np.ndarray:
+    """arrival_s: finite, >= 0, within the simulated clock's range, non-decreasing (errors name the row)."""
+    col = _column(table, "arrival_s", pa.float64(), file)
+    if col.null_count:
+        raise InputError(f"{file}: column 'arrival_s': row {_first_null(col)} is null")
+    arrival = col.to_numpy()
+    bad = np.flatnonzero(~np.isfinite(arrival) | (arrival < 0) | (arrival > MAX_ARRIVAL_S))
+    if len(bad):
+        raise InputError(f"{file}: column 'arrival_s': row {bad[0]} is {arrival[bad[0]]}, expected a finite number "
+                         f"in 0..{MAX_ARRIVAL_S:g} s (beyond it float64 seconds lose the microseconds a request's "
+                         "stages take)")
+    back = np.flatnonzero(np.diff(arrival) < 0)
+    if len(back):
+        i = back[0] + 1
+        raise InputError(f"{file}: column 'arrival_s': row {i} ({arrival[i]}) is earlier than row {i - 1} "
+                         f"({arrival[i - 1]}); sort the trace by arrival")
+    return arrival
+
+
+def _request_ids(table: pa.Table, file: Path, n: int) -> pa.ChunkedArray:
+    """request_id: non-null, non-empty, unique (errors name the row)."""
+    request_id = _text(table, "request_id", file)
+    if request_id.null_count:
+        raise InputError(f"{file}: column 'request_id': row {_first_null(request_id)} is null")
+    empty = pc.equal(pc.utf8_length(request_id), 0)
+    if pc.any(empty).as_py():
+        raise InputError(f"{file}: column 'request_id': row {_first_true(empty)} is empty")
+    if pc.count_distinct(request_id).as_py() != n:
+        seen: set[str] = set()
+        for i, rid in enumerate(Strings(request_id)):
+            if rid in seen:
+                raise InputError(f"{file}: column 'request_id': row {i} repeats id {rid!r}")
+            seen.add(rid)
+    return request_id
+
+
+def _optional_ints(table: pa.Table, name: str, file: Path) -> np.ndarray:
+    """An optional integer column (width, height, steps): -1 where null or absent, else within its bounds."""
+    if name not in table.column_names:
+        return np.full(table.num_rows, -1, dtype=np.int64)
+    values = np.asarray(_column(table, name, pa.int32(), file).fill_null(-1).to_numpy(), dtype=np.int64)
+    bad = np.flatnonzero(((values < 1) & (values != -1)) | (values > INT_BOUNDS[name]))
+    if len(bad):
+        raise InputError(f"{file}: column '{name}': row {bad[0]} is {values[bad[0]]}, "
+                         f"expected an integer in 1..{INT_BOUNDS[name]} or null")
+    return values
+
+
+def _first_true(mask: pa.ChunkedArray) -> int:
+    return int(np.flatnonzero(np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool))[0])
 
 
 def _text(table: pa.Table, name: str, file: Path) -> pa.ChunkedArray:
@@ -380,93 +401,141 @@ def _load_embeddings(file: Path, prompts: pa.Array, sha1s: pa.Array) -> tuple[np
                          "`python -m sim trace embed` writes it)")
     with parquet_errors(file, "embeddings"):
         pf = _open_parquet(file, "embeddings", file, pre_buffer=False, buffer_size=1 << 22)
-        schema = pf.schema_arrow
-        meta = schema.metadata or {}
-        try:
-            embedder = meta.get(b"embedder", b"").decode()
-            declared = meta.get(b"dim", b"").decode()
-        except UnicodeDecodeError:
-            raise InputError(f"{file}: schema metadata 'embedder' or 'dim' is not UTF-8") from None
-        if not embedder:
-            raise InputError(f"{file}: schema metadata 'embedder' is missing (which model made these vectors?)")
-        for name in ("prompt_sha1", "vector"):
-            if name not in schema.names:
-                raise InputError(f"{file}: missing column '{name}'")
-        vtype = schema.field("vector").type
-        if not pa.types.is_fixed_size_list(vtype) or vtype.value_type != pa.float32():
-            raise InputError(f"{file}: column 'vector': expected fixed_size_list<float32>, got {vtype}")
-        dim = vtype.list_size
-        if dim < 1:
-            raise InputError(f"{file}: column 'vector': expected at least one value per row, got {dim}")
-        if declared != str(dim):
-            raise InputError(f"{file}: schema metadata 'dim' is {declared or 'missing'!r} but column 'vector' "
-                             f"holds {dim} values per row (were the vectors rewritten by another embedder?)")
-        sha_col = pf.read(columns=["prompt_sha1"]).column(0)
-        if not pa.types.is_string(sha_col.type) and not pa.types.is_large_string(sha_col.type):
-            raise InputError(f"{file}: column 'prompt_sha1': expected string, got {sha_col.type}")
-        try:
-            for chunk in sha_col.chunks:
-                chunk.validate(full=True)
-        except pa.ArrowInvalid:
-            utf8_strings(sha_col, "prompt_sha1", file)  # names the row
-            raise
-        # The file row of each prompt's embedding (the last, if a digest repeats).
-        code = np.asarray(pc.index_in(sha_col.cast(pa.string()), value_set=sha1s).fill_null(-1).to_numpy(),
-                          dtype=np.int64)
-        del sha_col
-        used = np.flatnonzero(code >= 0)
-        row_of = np.full(len(prompts), -1, dtype=np.int64)
-        np.maximum.at(row_of, code[used], used)
-        del code, used
-        missing = np.flatnonzero(row_of < 0)
-        if len(missing):
-            j = int(missing[0])
-            raise InputError(f"{file}: no embedding for prompt {prompts[j].as_py()[:60]!r} (sha1 {sha1s[j].as_py()})")
-        pa.default_memory_pool().release_unused()
-        by_row = np.argsort(row_of, kind="stable")  # prompts in file order
-        file_rows = row_of[by_row]
-        del row_of
-        vectors = np.empty((len(prompts), dim), dtype=np.float32)
-        nan_prompt, norm_prompt, norm_value = len(prompts), len(prompts), 0.0
-        start = 0
-        for g in range(pf.metadata.num_row_groups):
-            stop = start + pf.metadata.row_group(g).num_rows
-            lo, hi = np.searchsorted(file_rows, (start, stop))
-            if lo < hi:  # a row group no prompt uses is never read
-                pos = start
-                for batch in pf.iter_batches(batch_size=EMBEDDING_BATCH_ROWS, row_groups=[g], columns=["vector"]):
-                    k = batch.num_rows
-                    a, b = np.searchsorted(file_rows, (pos, pos + k))
-                    if a < b:
-                        col = batch.column(0)
-                        local = file_rows[a:b] - pos
-                        if col.null_count:
-                            nulls = np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False)[local])
-                            if len(nulls):
-                                raise InputError(f"{file}: column 'vector': row {pos + local[nulls[0]]} is null")
-                        rows = _matrix(col, dim)[local]
-                        targets = by_row[a:b]
-                        bad = np.flatnonzero(~np.isfinite(rows).all(axis=1))
-                        if len(bad):
-                            nan_prompt = min(nan_prompt, int(targets[bad].min()))
-                        norms = np.linalg.norm(rows, axis=1)
-                        bad = np.flatnonzero(np.abs(norms - 1.0) > 1e-3)
-                        if len(bad):
-                            first = bad[np.argmin(targets[bad])]
-                            if targets[first] < norm_prompt:
-                                norm_prompt, norm_value = int(targets[first]), float(norms[first])
-                        vectors[targets] = rows
-                    pos += k
-            start = stop
-    if nan_prompt < len(prompts):
-        raise InputError(f"{file}: column 'vector': the embedding of prompt {prompts[nan_prompt].as_py()[:60]!r} "
-                         "has NaN or inf")
-    if norm_prompt < len(prompts):
+        embedder, dim = _embeddings_schema(pf, file)
+        row_of, repeats = _file_rows(pf, file, prompts, sha1s)
+        vectors, check = _read_vectors(pf, file, row_of, dim)
+        if len(repeats):
+            _check_repeats(pf, file, repeats, dim)
+    if check.nan_prompt < len(prompts):
+        raise InputError(f"{file}: column 'vector': the embedding of prompt "
+                         f"{prompts[check.nan_prompt].as_py()[:60]!r} has NaN or inf")
+    if check.norm_prompt < len(prompts):
         raise InputError(
             f"{file}: column 'vector': expected unit-norm vectors, the embedding of prompt "
-            f"{prompts[norm_prompt].as_py()[:60]!r} has norm {norm_value:.4f}"
+            f"{prompts[check.norm_prompt].as_py()[:60]!r} has norm {check.norm_value:.4f}"
         )
     return vectors, embedder
+
+
+def _embeddings_schema(pf: pq.ParquetFile, file: Path) -> tuple[str, int]:
+    """(embedder tag, dimension) from an embeddings file's schema, checked."""
+    schema = pf.schema_arrow
+    meta = schema.metadata or {}
+    try:
+        embedder = meta.get(b"embedder", b"").decode()
+        declared = meta.get(b"dim", b"").decode()
+    except UnicodeDecodeError:
+        raise InputError(f"{file}: schema metadata 'embedder' or 'dim' is not UTF-8") from None
+    if not embedder:
+        raise InputError(f"{file}: schema metadata 'embedder' is missing (which model made these vectors?)")
+    for name in ("prompt_sha1", "vector"):
+        if name not in schema.names:
+            raise InputError(f"{file}: missing column '{name}'")
+    vtype = schema.field("vector").type
+    if not pa.types.is_fixed_size_list(vtype) or vtype.value_type != pa.float32():
+        raise InputError(f"{file}: column 'vector': expected fixed_size_list<float32>, got {vtype}")
+    dim = vtype.list_size
+    if dim < 1:
+        raise InputError(f"{file}: column 'vector': expected at least one value per row, got {dim}")
+    if declared != str(dim):
+        raise InputError(f"{file}: schema metadata 'dim' is {declared or 'missing'!r} but column 'vector' "
+                         f"holds {dim} values per row (were the vectors rewritten by another embedder?)")
+    return embedder, dim
+
+
+def _file_rows(pf: pq.ParquetFile, file: Path, prompts: pa.Array, sha1s: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(the file row of each prompt's embedding, the last where a digest repeats; the file rows of used digests
+    that appear more than once, which must hold one vector)."""
+    sha_col = pf.read(columns=["prompt_sha1"]).column(0)
+    if not pa.types.is_string(sha_col.type) and not pa.types.is_large_string(sha_col.type):
+        raise InputError(f"{file}: column 'prompt_sha1': expected string, got {sha_col.type}")
+    try:
+        for chunk in sha_col.chunks:
+            chunk.validate(full=True)
+    except pa.ArrowInvalid:
+        utf8_strings(sha_col, "prompt_sha1", file)  # names the row
+        raise
+    code = np.asarray(pc.index_in(sha_col.cast(pa.string()), value_set=sha1s).fill_null(-1).to_numpy(),
+                      dtype=np.int64)
+    del sha_col
+    used = np.flatnonzero(code >= 0)
+    row_of = np.full(len(prompts), -1, dtype=np.int64)
+    np.maximum.at(row_of, code[used], used)
+    missing = np.flatnonzero(row_of < 0)
+    if len(missing):
+        j = int(missing[0])
+        raise InputError(f"{file}: no embedding for prompt {prompts[j].as_py()[:60]!r} (sha1 {sha1s[j].as_py()})")
+    counts = np.bincount(code[used], minlength=len(prompts))
+    repeats = used[counts[code[used]] > 1]
+    pa.default_memory_pool().release_unused()
+    return row_of, repeats
+
+
+@dataclass
+class _VectorCheck:
+    """The first prompt (in trace order) whose vector is not finite, and the first not of unit norm."""
+
+    nan_prompt: int
+    norm_prompt: int
+    norm_value: float = 0.0
+
+    def rows(self, rows: np.ndarray, targets: np.ndarray) -> None:
+        bad = np.flatnonzero(~np.isfinite(rows).all(axis=1))
+        if len(bad):
+            self.nan_prompt = min(self.nan_prompt, int(targets[bad].min()))
+        norms = np.linalg.norm(rows, axis=1)
+        bad = np.flatnonzero(np.abs(norms - 1.0) > 1e-3)
+        if len(bad):
+            first = bad[np.argmin(targets[bad])]
+            if targets[first] < self.norm_prompt:
+                self.norm_prompt, self.norm_value = int(targets[first]), float(norms[first])
+
+
+def _read_vectors(pf: pq.ParquetFile, file: Path, row_of: np.ndarray, dim: int) -> tuple[np.ndarray, _VectorCheck]:
+    """Each prompt's vector from its file row; row groups and batches no prompt uses are never decoded."""
+    by_row = np.argsort(row_of, kind="stable")  # prompts in file order
+    file_rows = row_of[by_row]
+    vectors = np.empty((len(row_of), dim), dtype=np.float32)
+    check = _VectorCheck(len(row_of), len(row_of))
+    start = 0
+    for g in range(pf.metadata.num_row_groups):
+        stop = start + pf.metadata.row_group(g).num_rows
+        lo, hi = np.searchsorted(file_rows, (start, stop))
+        pos = start
+        for batch in pf.iter_batches(batch_size=EMBEDDING_BATCH_ROWS, row_groups=[g], columns=["vector"]) \
+                if lo < hi else ():
+            a, b = np.searchsorted(file_rows, (pos, pos + batch.num_rows))
+            if a < b:
+                rows = _rows(batch.column(0), file_rows[a:b] - pos, pos, dim, file)
+                check.rows(rows, by_row[a:b])
+                vectors[by_row[a:b]] = rows
+            pos += batch.num_rows
+        start = stop
+    return vectors, check
+
+
+def _rows(col: pa.FixedSizeListArray, local: np.ndarray, pos: int, dim: int, file: Path) -> np.ndarray:
+    """Rows ``local`` of a vector column batch (starting at file row ``pos``) as float32 [len(local), dim]."""
+    if col.null_count:
+        nulls = np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False)[local])
+        if len(nulls):
+            raise InputError(f"{file}: column 'vector': row {pos + local[nulls[0]]} is null")
+    return _matrix(col, dim)[local]
+
+
+def _check_repeats(pf: pq.ParquetFile, file: Path, repeats: np.ndarray, dim: int) -> None:
+    """Rows that repeat a used prompt's digest must hold the same vector (else which one the run used would
+    depend on the row order)."""
+    table = pf.read(columns=["prompt_sha1", "vector"])
+    sha = table.column(0).take(pa.array(repeats)).to_pylist()
+    col = table.column(1).take(pa.array(repeats)).combine_chunks()
+    vecs = _matrix(col, dim) if not col.null_count else None
+    first: dict[str, int] = {}
+    for k, digest in enumerate(sha):
+        j = first.setdefault(digest, k)
+        if vecs is None or not np.array_equal(vecs[j], vecs[k]):
+            raise InputError(f"{file}: rows {int(repeats[j])} and {int(repeats[k])} embed the same prompt (sha1 "
+                             f"{digest}) with different vectors; keep one")
 
 
 def _matrix(col: pa.FixedSizeListArray, dim: int) -> np.ndarray:
