@@ -18,7 +18,8 @@ from sim.experiments.rundir import InputHashes, RunResult, input_files, kept_run
 from sim.experiments.sweep import Experiment
 from sim.fileio import check_output_dir, check_replaceable, write_text_atomic, writing
 from sim.metrics import derive_quality, summarize
-from sim.scenario import warmup_mask
+from sim.quality import QualityModel
+from sim.scenario import Scenario, warmup_mask
 from sim.scenario.records import Records
 from sim.trace import Trace, load_trace
 
@@ -30,6 +31,12 @@ def simulate(cfg: RunConfig, trace: Trace | None = None) -> tuple[Trace, Records
     if trace is None:
         trace = load_trace(cfg.trace.path, cfg.trace.limit)
     scenario, quality = build_scenario(cfg, trace)
+    return (trace, *execute(cfg, trace, scenario, quality))
+
+
+def execute(cfg: RunConfig, trace: Trace, scenario: Scenario, quality: QualityModel) -> tuple[Records, dict[str, Any]]:
+    """Execute a built scenario once (it can be executed again: probes vary its arrivals or GPUs) and summarise
+    it: (per-request records, summary). ``cfg`` is the run config the scenario stands for."""
     how = plan(cfg, scenario)
     executor = how.executor
     records = executor.run(scenario, how.implementation)
@@ -42,7 +49,7 @@ def simulate(cfg: RunConfig, trace: Trace | None = None) -> tuple[Trace, Records
     header = {"name": cfg.name, "mode": mode.name, "executor": executor.name, "implementation": how.implementation,
               "admission": executor.admission,
               "embedder": trace.embedder, "similarity_map": scale, "quality_profile": quality.source}
-    return trace, records, {**header, **summary, **executor.stats}
+    return records, {**header, **summary, **executor.stats}
 
 
 def run_point(cfg: RunConfig, trace: Trace | None = None) -> RunResult:

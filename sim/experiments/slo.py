@@ -24,13 +24,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sim.build import with_requests
 from sim.config import RunConfig
 from sim.errors import ConfigError
 from sim.fileio import check_output_dir, write_text_atomic
+from sim.limits import MAX_GPUS_PER_POOL
+from sim.quality import QualityModel
+from sim.scenario import Gpu, Scenario
+from sim.trace import Trace
 
 #: bracket for the load scale (arrival rate x L): beyond these the answer is "more than" / "less than"
 MAX_SCALE = 1024.0
 MIN_SCALE = 1.0 / 1024
+#: bounds of the flags: a p99 SLO above a day is a typo; the load bisection stops at 0.1% (at most ~33 probes
+#: between the brackets), and the GPU bisection at one GPU (at most ~34 probes up to MAX_GPUS_PER_POOL)
+MAX_SLO_S = 86_400.0
+MIN_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -42,10 +51,20 @@ class Probe:
     meets: bool
 
 
-def _probe(cfg: RunConfig, slo_s: float, what: str, value: float) -> tuple[Probe, dict[str, Any]]:
-    from sim.experiments.runner import run_point
+@dataclass(frozen=True)
+class Built:
+    """A run built once for all its probes: its trace, scenario and quality model."""
 
-    summary = run_point(cfg).summary
+    trace: Trace
+    scenario: Scenario
+    quality: QualityModel
+
+
+def _probe(cfg: RunConfig, built: Built, scenario: Scenario, slo_s: float, what: str,
+           value: float) -> tuple[Probe, dict[str, Any]]:
+    from sim.experiments.runner import execute
+
+    _, summary = execute(cfg, built.trace, scenario, built.quality)
     p99 = summary["latency_s"]["p99"] if summary["latency_s"] else None
     saturated = bool(summary["saturated"])
     meets = p99 is not None and p99 <= slo_s and not saturated
@@ -67,10 +86,12 @@ def _with_count(cfg: RunConfig, pool: int, count: int) -> RunConfig:
     return _with(cfg, hardware=dataclasses.replace(cfg.hardware, pools=tuple(pools)))
 
 
-def max_load(cfg: RunConfig, slo_s: float, tolerance: float, probes: list[Probe]) -> float | None:
+def max_load(cfg: RunConfig, built: Built, slo_s: float, tolerance: float, probes: list[Probe]) -> float | None:
     """Largest load scale meeting the SLO (None: not even at MIN_SCALE; MAX_SCALE: at least that)."""
     def meets(scale: float) -> bool:
-        probe, _ = _probe(_at_scale(cfg, scale), slo_s, "load", scale)
+        at = _at_scale(cfg, scale)  # arrivals exactly as a run of this config would have them
+        scenario = with_requests(built.scenario, arrival_s=built.trace.arrival_s * at.trace.time_scale)
+        probe, _ = _probe(at, built, scenario, slo_s, "load", scale)
         probes.append(probe)
         return probe.meets
 
@@ -100,13 +121,24 @@ def max_load(cfg: RunConfig, slo_s: float, tolerance: float, probes: list[Probe]
     return lo
 
 
-def fewest_gpus(cfg: RunConfig, slo_s: float, pool: int, max_gpus: int,
+def _pool_gpus(cfg: RunConfig, gpus: tuple[Gpu, ...], pool: int, count: int) -> tuple[Gpu, ...]:
+    """The scenario's GPUs with pool ``pool`` at ``count`` GPUs (a pool's GPUs are one Gpu repeated)."""
+    out: list[Gpu] = []
+    start = 0
+    for p, spec in enumerate(cfg.hardware.pools):
+        out += [gpus[start]] * (count if p == pool else spec.count)
+        start += spec.count
+    return tuple(out)
+
+
+def fewest_gpus(cfg: RunConfig, built: Built, slo_s: float, pool: int, max_gpus: int,
                 probes: list[Probe]) -> tuple[int | None, dict[str, Any] | None]:
     """Fewest GPUs in pool ``pool`` meeting the SLO at the trace's own rate, and that run's summary."""
     found: dict[int, dict[str, Any]] = {}
 
     def meets(count: int) -> bool:
-        probe, summary = _probe(_with_count(cfg, pool, count), slo_s, "gpus", count)
+        scenario = dataclasses.replace(built.scenario, gpus=_pool_gpus(cfg, built.scenario.gpus, pool, count))
+        probe, summary = _probe(_with_count(cfg, pool, count), built, scenario, slo_s, "gpus", count)
         probes.append(probe)
         if probe.meets:
             found[count] = summary
@@ -129,13 +161,18 @@ def fewest_gpus(cfg: RunConfig, slo_s: float, pool: int, max_gpus: int,
 
 def search(runs: list[tuple[str, RunConfig]], slo_s: float, *, pool: int, max_gpus: int,
            tolerance: float) -> list[dict[str, Any]]:
+    from sim.build import build_scenario
+    from sim.trace import load_trace
+
     out = []
     for name, cfg in runs:
         cfg = _with(cfg, run=dataclasses.replace(cfg.run, executor="engine"))
+        trace = load_trace(cfg.trace.path, cfg.trace.limit)
+        built = Built(trace, *build_scenario(cfg, trace))  # once: every probe executes it with changes
         load_probes: list[Probe] = []
         gpu_probes: list[Probe] = []
-        scale = max_load(cfg, slo_s, tolerance, load_probes)
-        count, summary = fewest_gpus(cfg, slo_s, pool, max_gpus, gpu_probes)
+        scale = max_load(cfg, built, slo_s, tolerance, load_probes)
+        count, summary = fewest_gpus(cfg, built, slo_s, pool, max_gpus, gpu_probes)
         cost = (summary or {}).get("cost") or {}
         out.append({
             "run": name,
@@ -192,12 +229,12 @@ def _cmd(args: argparse.Namespace) -> int:
     from sim.experiments.runner import validate_runs
     from sim.experiments.sweep import load_experiment, parse_overrides
 
-    if not (math.isfinite(args.p99) and args.p99 > 0):
-        raise ConfigError(f"--p99: expected a latency in seconds > 0, got {args.p99}")
-    if not (math.isfinite(args.tolerance) and 0 < args.tolerance < 1):
-        raise ConfigError(f"--tolerance: expected a number in (0, 1), got {args.tolerance}")
-    if args.max_gpus < 1:
-        raise ConfigError(f"--max-gpus: expected an integer >= 1, got {args.max_gpus}")
+    if not (math.isfinite(args.p99) and 0 < args.p99 <= MAX_SLO_S):
+        raise ConfigError(f"--p99: expected a latency in seconds in (0, {MAX_SLO_S:g}], got {args.p99}")
+    if not (math.isfinite(args.tolerance) and MIN_TOLERANCE <= args.tolerance < 1):
+        raise ConfigError(f"--tolerance: expected a number in [{MIN_TOLERANCE:g}, 1), got {args.tolerance}")
+    if not 1 <= args.max_gpus <= MAX_GPUS_PER_POOL:
+        raise ConfigError(f"--max-gpus: expected an integer in 1..{MAX_GPUS_PER_POOL:,}, got {args.max_gpus}")
     experiment = load_experiment(args.experiment, parse_overrides(args.set or []))
     runs = experiment.runs()
     for name, cfg in runs:
