@@ -3,11 +3,13 @@
 Each case runs in a fresh child process. `load`: the child imports the trace reader, notes its RSS, calls
 load_trace(path, limit) and reports the load's peak (VmHWM), the RSS after it (VmRSS), the seconds and the
 bytes of the Trace's arrays. `run`: `python -m sim run` of a one-point experiment on the same trace
-(`run.executor: sequential_fast` or --executor, `cache.retrieval: exact_key` so that no candidate lists are
-built, LCBFU at --noises), its peak RSS read from os.wait4's rusage (the child's own ru_maxrss, the whole command:
-validation, load, replay, records, requests.parquet and plots). --limits runs each case once per
-`trace.limit` (`none` = the whole trace). The trace is made by `python -m sim trace synth --mode vectors`
-(see benchmarks/README.md, "Trace-loading memory"). Prints a table and writes --json. Reported, never asserted.
+(`run.executor: sequential` with `run.implementation: compiled`, the compiled replay, formerly the
+`sequential_fast` executor; or --executor and --implementation; `cache.retrieval: exact_key` so that no
+candidate lists are built, LCBFU at --noises), its peak RSS read from os.wait4's rusage (the child's own
+ru_maxrss, the whole command: validation, load, replay, records, requests.parquet and plots). --limits runs
+each case once per `trace.limit` (`none` = the whole trace). The trace is made by `python -m sim trace synth
+--mode vectors` (see benchmarks/README.md, "Trace-loading memory"). Prints a table and writes --json.
+Reported, never asserted.
 Usage: python benchmarks/memory.py --trace /tmp/mem/t2m.parquet [--limits none,200000] [--cases load,run]
 """
 
@@ -54,7 +56,7 @@ def _arrays_bytes(trace: Any) -> dict[str, int]:
 
 
 def child_load(path: str, limit: int | None) -> dict[str, Any]:
-    from sim.workload.trace import load_trace
+    from sim.trace import load_trace
 
     before = _status_kib("VmRSS")
     t0 = time.perf_counter()
@@ -66,13 +68,13 @@ def child_load(path: str, limit: int | None) -> dict[str, Any]:
             "arrays_gib": {k: v / GIB for k, v in _arrays_bytes(trace).items()}}
 
 
-def run_case(path: str, limit: int | None, noises: int, executor: str) -> dict[str, Any]:
+def run_case(path: str, limit: int | None, noises: int, executor: str, implementation: str) -> dict[str, Any]:
     """`python -m sim run` of one point in a child; its peak RSS from wait4."""
     import yaml
 
     with tempfile.TemporaryDirectory(prefix="memory-bench-") as tmp:
         exp: dict[str, Any] = {"name": "memory", "trace": {"path": path, "limit": limit},
-                               "run": {"executor": executor},
+                               "run": {"executor": executor, "implementation": implementation},
                                "cache": {"retrieval": "exact_key", "policy": "lcbfu", "capacity_noises": noises}}
         if executor == "engine":  # scale.py's fleet: enough A10G that the synthetic day's peak does not saturate
             exp["hardware"] = {"pools": [{"gpu": "a10g", "count": 24}]}
@@ -110,8 +112,11 @@ def main() -> None:
     ap.add_argument("--limits", default="none,200000", help="comma-separated trace.limit values; none = all")
     ap.add_argument("--cases", default="load,run", help="comma-separated subset of load,run")
     ap.add_argument("--noises", type=int, default=1500, help="cache.capacity_noises of the run case")
-    ap.add_argument("--executor", default="sequential_fast", choices=("sequential_fast", "sequential", "engine"),
+    ap.add_argument("--executor", default="sequential", choices=("sequential", "engine"),
                     help="run.executor of the run case (engine: 24 A10G)")
+    ap.add_argument("--implementation", default="compiled", choices=("auto", "reference", "compiled"),
+                    help="run.implementation of the run case (compiled: the compiled cache core; formerly "
+                         "--executor sequential_fast)")
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "out" / "memory.json"), help="report file")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -130,7 +135,7 @@ def main() -> None:
         if "load" in cases:
             row.update(spawn_load(path, limit))
         if "run" in cases:
-            row.update(run_case(path, limit, args.noises, args.executor))
+            row.update(run_case(path, limit, args.noises, args.executor, args.implementation))
         rows.append(row)
         print(json.dumps(row), flush=True)
     print(f"\n{'limit':>9s} {'requests':>9s} {'prompts':>9s} {'load s':>7s} {'load peak':>10s} {'after load':>10s} "

@@ -37,8 +37,8 @@ def trace_path(requests: int, dim: int) -> Path:
 def ensure_trace(requests: int, dim: int, seed: int = 7) -> Path:
     from dataclasses import replace
 
-    from sim.workload.synth import write_synth_trace
-    from sim.workload.synth_config import SynthConfig
+    from sim.synth.config import SynthConfig
+    from sim.synth.generator import write_synth_trace
 
     path = trace_path(requests, dim)
     if not path.exists():
@@ -62,7 +62,7 @@ def child(path: str, method: str, n: int, lists_out: str, queue: mp.Queue) -> No
     import numpy as np
 
     from sim.retrieval.precompute import build_candidates
-    from sim.workload.trace import load_trace
+    from sim.trace import load_trace
 
     t0 = time.perf_counter()
     trace = load_trace(path, limit=n)

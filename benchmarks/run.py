@@ -1,7 +1,9 @@
 """Simulator speed: simulated requests per second of the engine on the bundled trace (reported, never asserted).
 
 Repeats each case and reports medians (timings on shared 2-core machines are noisy), plus peak RSS.
-Compare cases only as ratios within one run. Usage: python benchmarks/run.py [--repeats 5]
+Compare cases only as ratios within one run. --implementation sets every case's run.implementation: auto (the
+default: the compiled cache core wherever it serves the run), or reference (the Python store, the only cache
+the engine had before the compiled core). Usage: python benchmarks/run.py [--repeats 5] [--implementation auto]
 """
 
 from __future__ import annotations
@@ -15,16 +17,17 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sim.experiments.runner import simulate
 from sim.experiments.sweep import experiment_from_data
-from sim.workload.trace import load_trace
+from sim.trace import load_trace
 
-CASES = {
-    "vanilla (cache off)": {"cache": {"enabled": False}},
+CASES: dict[str, dict[str, Any]] = {
+    "vanilla (cache off)": {"serving": {"mode": "vanilla"}},
     "lcbfu 1500 noises": {"cache": {"policy": "lcbfu", "capacity_noises": 1500}},
     "lru 5000 noises": {"cache": {"policy": "lru", "capacity_noises": 5000}},
     "lcbfu 5000, per-user scope": {"cache": {"capacity_noises": 5000, "scope": "user"}},
@@ -34,6 +37,8 @@ CASES = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--implementation", default="auto", choices=("auto", "reference", "compiled"),
+                        help="run.implementation of every case")
     args = parser.parse_args()
     base = experiment_from_data({}).base
     traces = [("tiny", load_trace(base.trace.path))]
@@ -42,14 +47,15 @@ def main() -> None:
         traces.append(("synth-text-20k", load_trace(synth)))
     rows = []
     for (name, overrides), (trace_name, trace) in itertools.product(CASES.items(), traces):
-        cfg = experiment_from_data(overrides).base
+        cfg = experiment_from_data({**overrides, "run": {"implementation": args.implementation}}).base
         times = []
         for _ in range(args.repeats):
             t0 = time.perf_counter()
             simulate(cfg, trace)
             times.append(time.perf_counter() - t0)
         median = statistics.median(times)
-        rows.append({"case": name, "trace": trace_name, "requests": len(trace), "median_s": round(median, 4),
+        rows.append({"case": name, "trace": trace_name, "implementation": args.implementation,
+                     "requests": len(trace), "median_s": round(median, 4),
                      "requests_per_s": round(len(trace) / median), "repeats": args.repeats})
     for row in rows:
         print(json.dumps(row))

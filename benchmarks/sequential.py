@@ -1,9 +1,13 @@
-"""Sequential replay speed: sequential_fast (numba, and plain Python) vs the reference sequential executor vs
-libCacheSim's LRU (request by request, and bulk), on one deterministic exact-key request sequence.
+"""Sequential replay speed: the compiled replay (numba, and plain Python) vs the reference vs libCacheSim's LRU.
+
+The compiled replay is `run.executor: sequential` with `run.implementation: compiled` (formerly the
+`sequential_fast` executor; its report keys keep the `fast_` prefix), the reference the same executor with
+`run.implementation: reference`; libCacheSim's LRU runs request by request and in bulk, all on one
+deterministic exact-key request sequence.
 
 The headline case is an exact-key LRU cache evicting per noise with one cached K (one noise per prompt, so
-it is an object cache like libCacheSim's): fast and libCacheSim must agree on every request's hit, and the
-reference's records must equal the fast path's. Further rows time NIRVANA's five K per prompt (LRU, LCBFU)
+it is an object cache like libCacheSim's): compiled and libCacheSim must agree on every request's hit, and the
+reference's records must equal the compiled path's. Further rows time NIRVANA's five K per prompt (LRU, LCBFU)
 and synthetic candidate lists. Figures are medians of --repeats runs; reported, never asserted.
 Usage: python benchmarks/sequential.py [--requests 1000000] [--ids 100000] [--capacity 10000] [--repeats 3]
 """
@@ -30,15 +34,12 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
+from sim.cache.core import jit, kernel  # noqa: E402
 from sim.cache.kselect import KTable  # noqa: E402
-from sim.cache.policies import POLICIES  # noqa: E402
-from sim.cache.store import CacheStore  # noqa: E402
-from sim.executors import EXECUTORS, replay_loop  # noqa: E402
-from sim.executors.sequential_fast import FastSequential  # noqa: E402
+from sim.cache.params import AdmissionParams, PolicyParams  # noqa: E402
+from sim.cache.spec import CacheSpec  # noqa: E402
+from sim.executors import EXECUTORS  # noqa: E402
 from sim.hardware.profiles import Frontend, LatencyTable, StepLatency, StorageTier  # noqa: E402
-from sim.hardware.routing import ROUTERS  # noqa: E402
-from sim.retrieval.exact_cosine import ExactCosine  # noqa: E402
-from sim.retrieval.exact_key import ExactKey  # noqa: E402
 from sim.retrieval.precompute import Candidates  # noqa: E402
 from sim.scenario import Gpu, Requests, Scenario  # noqa: E402
 from sim.scenario.modes.nirvana import Nirvana  # noqa: E402
@@ -58,18 +59,25 @@ def sequence(num_requests: int, num_ids: int, seed: int = SEED) -> np.ndarray:
 
 
 def make_scenario(ids: np.ndarray, num_ids: int, capacity: int, policy: str, ks: tuple[int, ...],
-                  cosine: bool = False) -> Scenario:
+                  candidates: Candidates | None = None) -> Scenario:
+    """NIRVANA over ``ids`` with ``capacity`` prompts of ``ks`` (noise unit): exact-key retrieval, or the given
+    candidate lists (``cache.retrieval: candidates``)."""
     n = len(ids)
-    dim = 1
-    req = Requests(arrival_s=np.arange(n, dtype=np.float64), vectors=np.ones((num_ids, dim), np.float32),
+    req = Requests(arrival_s=np.arange(n, dtype=np.float64), vectors=np.ones((num_ids, 1), np.float32),
                    prompt_index=ids, partition=np.zeros(n, np.int64), noise_bytes=np.ones(n, np.int64),
                    num_steps=np.full(n, 50, np.int64), latency_class=np.zeros(n, np.int64), step_factor=np.ones(n))
-    retriever = ExactCosine if cosine else ExactKey
-    store = CacheStore(ks=ks, table=KTable(), policy=POLICIES.get(policy)("noise"),
-                       make_retriever=lambda: retriever(dim), capacity_noises=capacity * len(ks))
+    spec = CacheSpec(ks=tuple(sorted(ks)), table=KTable(), policy=policy, unit="noise", policy_params=PolicyParams(),
+                     admission="always", admission_params=AdmissionParams(), capacity_noises=capacity * len(ks),
+                     capacity_bytes=None, retrieval="exact_key" if candidates is None else "candidates",
+                     unit_bytes=req.noise_bytes, candidates=candidates)
     table = LatencyTable("bench", "bench/gpu", (1,), (StepLatency(0.02, 0.0, 0.0),))
-    return Scenario(req, Nirvana(req, store), (Gpu("bench", (table,)),), ROUTERS.get("central")(),
+    return Scenario(req, Nirvana(req, spec), (Gpu("bench", (table,)),), "central",
                     Frontend(0.0, 0.0, 0.0), StorageTier(0.0, 1e9, 0.0, 1e9), False)
+
+
+def replay(scenario: Scenario, implementation: str = "compiled") -> Records:
+    """The sequential executor's records of ``scenario`` on a fresh cache of ``implementation``."""
+    return EXECUTORS.get("sequential")().run(scenario, implementation)
 
 
 def synthetic_candidates(ids: np.ndarray, num_ids: int, per_request: int, seed: int = 1) -> Candidates:
@@ -102,8 +110,8 @@ def timed(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
 
 
 def loop_seconds(fn: Callable[[], Any], repeats: int) -> float:
-    """Median seconds inside the compiled loop alone (the executor's setup and records excluded)."""
-    inner = replay_loop.replay
+    """Median seconds inside the compiled loop alone (the cache's setup, the executor and records excluded)."""
+    inner = kernel.replay
     spent: list[float] = []
 
     def wrapped(*args: Any) -> Any:
@@ -113,14 +121,14 @@ def loop_seconds(fn: Callable[[], Any], repeats: int) -> float:
         return result
 
     times = []
-    replay_loop.replay = wrapped
+    kernel.replay = wrapped
     try:
         for _ in range(repeats):
             spent.clear()
             fn()
             times.append(sum(spent))
     finally:
-        replay_loop.replay = inner
+        kernel.replay = inner
     return statistics.median(times)
 
 
@@ -170,9 +178,9 @@ def machine() -> str:
 
 def pure_python_child(args: argparse.Namespace) -> None:
     """Runs under NUMBA_DISABLE_JIT=1: the same loop as plain Python over lists."""
-    assert not replay_loop.COMPILED
+    assert not jit.COMPILED
     ids = sequence(args.requests, args.ids)[: args.pure_requests]
-    sec, rec = timed(lambda: FastSequential().run(make_scenario(ids, args.ids, args.capacity, "lru", (25,))), 1)
+    sec, rec = timed(lambda: replay(make_scenario(ids, args.ids, args.capacity, "lru", (25,))), 1)
     print(json.dumps({"seconds": sec, "requests": len(ids), "hits": int(hits_of(rec).sum())}))
 
 
@@ -187,7 +195,7 @@ def big(args: argparse.Namespace) -> None:
     for policy in ("lru", "lcbfu"):
         sc = make_scenario(ids, args.ids, 1_500_000 // len(five), policy, five)
         t0 = time.perf_counter()
-        rec = FastSequential().run(sc)
+        rec = replay(sc)
         sec = time.perf_counter() - t0
         rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         print(f"{policy + '_1500000_noises_s':42s} {sec:.1f} ({len(ids) / sec:,.0f} req/s, "
@@ -204,7 +212,7 @@ def main() -> None:
     ap.add_argument("--ref-requests", type=int, default=1_000_000, help="prefix the reference executor replays")
     ap.add_argument("--pure-requests", type=int, default=200_000, help="prefix the plain-Python loop replays")
     ap.add_argument("--big", action="store_true",
-                    help="only sequential_fast at 5 K per prompt, LRU and LCBFU at 1,500,000 noises, with peak RSS "
+                    help="only the compiled replay at 5 K per prompt, LRU and LCBFU at 1,500,000 noises, with peak RSS "
                          "(e.g. --requests 14000000 --ids 1400000)")
     ap.add_argument("--child", choices=["pure"], help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -218,10 +226,10 @@ def main() -> None:
     ids = sequence(n, args.ids)
     cap = args.capacity
     out: dict[str, Any] = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "requests": n,
-                           "ids": args.ids, "alpha": ALPHA, "capacity": cap, "compiled": replay_loop.COMPILED}
+                           "ids": args.ids, "alpha": ALPHA, "capacity": cap, "compiled": jit.COMPILED}
 
     def fast(policy: str = "lru", ks: tuple[int, ...] = (25,)) -> Records:
-        return FastSequential().run(make_scenario(ids, args.ids, cap, policy, ks))
+        return replay(make_scenario(ids, args.ids, cap, policy, ks))
 
     t0 = time.perf_counter()
     fast()
@@ -244,9 +252,9 @@ def main() -> None:
     out["fast_over_libcachesim_bulk"] = out["fast_req_s"] / out["libcachesim_bulk_req_s"]
 
     m = min(args.ref_requests, n)
-    sec, ref = timed(lambda: EXECUTORS.get("sequential")().run(make_scenario(ids[:m], args.ids, cap, "lru", (25,))), 1)
+    sec, ref = timed(lambda: replay(make_scenario(ids[:m], args.ids, cap, "lru", (25,)), "reference"), 1)
     out["reference_req_s"] = m / sec
-    sub = FastSequential().run(make_scenario(ids[:m], args.ids, cap, "lru", (25,)))
+    sub = replay(make_scenario(ids[:m], args.ids, cap, "lru", (25,)))
     out["reference_records_equal"] = all(
         np.array_equal(ref[c], sub[c], equal_nan=ref[c].dtype.kind == "f") for c in ref)
 
@@ -263,12 +271,11 @@ def main() -> None:
         sec, _ = timed(lambda policy=policy: fast(policy, five), args.repeats)  # type: ignore[misc]
         out[f"fast_5k_{policy}_req_s"] = n / sec
     for noises in PAPER_CAPACITIES:  # the paper's cache sizes, in noises (5 per prompt)
-        sec, _ = timed(lambda noises=noises: FastSequential().run(  # type: ignore[misc]
+        sec, _ = timed(lambda noises=noises: replay(  # type: ignore[misc]
             make_scenario(ids, args.ids, noises // len(five), "lcbfu", five)), args.repeats)
         out[f"fast_5k_lcbfu_{noises}_noises_req_s"] = n / sec
     cand = synthetic_candidates(ids, args.ids, 8)
-    sec, _ = timed(lambda: FastSequential(cand).run(make_scenario(ids, args.ids, cap, "lcbfu", five, cosine=True)),
-                   args.repeats)
+    sec, _ = timed(lambda: replay(make_scenario(ids, args.ids, cap, "lcbfu", five, cand)), args.repeats)
     out["fast_candidates8_lcbfu_req_s"] = n / sec
     for key, value in out.items():
         print(f"{key:42s} {value:,.0f}" if isinstance(value, float) and value > 100 else f"{key:42s} {value}")

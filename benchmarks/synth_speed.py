@@ -25,10 +25,10 @@ sys.path.insert(0, str(ROOT))
 
 
 def child(mode: str, requests: int, seed: int) -> dict[str, float]:
-    from sim.workload.synth import generate, trace_table
-    from sim.workload.synth import statistics as synth_stats
-    from sim.workload.synth_config import SynthConfig
-    from sim.workload.trace import embeddings_path, write_embeddings, write_trace
+    from sim.synth.config import SynthConfig
+    from sim.synth.generator import generate, trace_table
+    from sim.synth.generator import statistics as synth_stats
+    from sim.trace import embeddings_path, write_embeddings, write_trace
 
     t0 = time.perf_counter()
     res = generate(SynthConfig(), requests, seed, mode)  # type: ignore[arg-type]
