@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
+from typing import NamedTuple
 
 import numpy as np
 
@@ -18,10 +19,10 @@ from sim.retrieval.base import Retriever
 _MAX_PENDING = 1 << 14
 
 
-@dataclass(frozen=True, slots=True)
-class AccessResult:
-    """Outcome of one lookup. ``k_used`` is 0 on a miss; ``hole`` marks a miss or a smaller K caused
-    by eviction of the K the similarity asked for."""
+class AccessResult(NamedTuple):
+    """Outcome of one lookup (a named tuple: immutable, and built per request on the engine's hot path).
+    ``k_used`` is 0 on a miss; ``hole`` marks a miss or a smaller K caused by eviction of the K the similarity
+    asked for."""
 
     entry_id: int  # matched entry, -1 when the partition was empty
     similarity: float  # on the K table's scale (after the similarity map); NaN when the partition was empty
@@ -31,8 +32,7 @@ class AccessResult:
     hole: bool
 
 
-@dataclass(frozen=True, slots=True)
-class AdmitResult:
+class AdmitResult(NamedTuple):
     entry_id: int  # -1 when not admitted: larger than the whole cache, or refused by admission
     num_evicted_noises: int
 

@@ -225,8 +225,9 @@ class Engine:
         expected = self._expected_s(i)
         if self._router.shared_queue:
             self._shared.append(i)
-            idle = [g for g in self._states if g.index in self._wake]
-            if idle:
+            if self._wake:  # the idle GPUs, in index order (under load few: cheaper than scanning every GPU)
+                states = self._states
+                idle = [states[k] for k in sorted(self._wake)]
                 self._wake.pop(self._router.choose(idle, expected, env.now).index).succeed()
             return
         g = self._router.choose(self._states, expected, env.now)

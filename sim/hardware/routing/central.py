@@ -16,4 +16,12 @@ class Central(Router):
     shared_queue = True
 
     def choose(self, candidates: Sequence[GpuState], expected_s: Callable[[GpuState], float], now: float) -> GpuState:
-        return min(candidates, key=lambda g: (expected_s(g), g.index))
+        """The idle GPU with the shortest expected service; ties to the lowest index (a plain loop: this runs once
+        per request, over every idle GPU)."""
+        best = candidates[0]
+        best_s = expected_s(best)
+        for g in candidates:
+            s = expected_s(g)
+            if s < best_s or (s == best_s and g.index < best.index):
+                best, best_s = g, s
+        return best

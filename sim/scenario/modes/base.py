@@ -10,8 +10,7 @@ real-GPU validation) follows one set of rules. Each mode builds itself from its 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal, NamedTuple
 
 from sim.cache.spec import CacheSpec, LiveCache
 from sim.scenario.records import NO_CACHE
@@ -22,9 +21,9 @@ if TYPE_CHECKING:
 Caches = Literal["nothing", "latents", "images"]
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What one request's lookup decided; executors carry it out and copy it into the records."""
+class Decision(NamedTuple):
+    """What one request's lookup decided; executors carry it out and copy it into the records (a named tuple:
+    immutable, and five times cheaper to build than a frozen dataclass on the engine's per-request path)."""
 
     outcome: int  # index into sim.scenario.records.OUTCOMES
     gpu_steps: int  # denoising steps to run on a GPU (0: no GPU work at all)
@@ -39,8 +38,7 @@ class Decision:
     hole: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Admitted:
+class Admitted(NamedTuple):
     entry_id: int  # -1: not admitted (larger than the whole cache)
     num_evicted: int  # cached units (noises or images) evicted to make room
 
