@@ -8,7 +8,7 @@ chosen and checked here too (``plan``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +24,16 @@ from sim.executors import EXECUTORS, Executor
 from sim.executors.base import choose_implementation
 from sim.hardware.profiles import load_cost, load_frontend, load_latency_table, load_storage_tier
 from sim.limits import MAX_ARRIVAL_S
+from sim.memo import Memo
 from sim.metrics import RunCost
 from sim.quality import QualityModel, load_quality
 from sim.requests import Requests
+from sim.retrieval.guarantee import check_partitions
 from sim.rng import rng_stream
 from sim.scenario import Gpu, Scenario
 from sim.scenario.modes import MODES
 from sim.scenario.modes.final_image import IMAGE_UNIT
-from sim.trace import Trace
+from sim.trace import MAX_EXPECTED_VIOLATIONS, Trace
 
 #: a request class: (model name, width, height); each GPU has one latency table per class
 LatencyClass = tuple[str, int, int]
@@ -153,13 +155,15 @@ def similarity_map(cfg: RunConfig, embedder: str) -> SimilarityMap | None:
 
 
 def candidate_lists(cfg: RunConfig, requests: Requests, table: KTable, smap: SimilarityMap | None) -> Any:
-    """The trace's candidate lists (built, or read from their cache) for the floor the K table and map imply."""
-    from sim.retrieval.precompute import DEFAULT_DIR, build_candidates, raw_floor
+    """The trace's candidate lists (built, or read from their cache) for the floor the K table and map imply,
+    by the method cache.candidates.method names or (auto) the exact one where affordable."""
+    from sim.retrieval.precompute import DEFAULT_DIR, build_candidates, choose_method, raw_floor
 
     floor = raw_floor(table.lowest, smap.x, smap.y) if smap is not None else raw_floor(table.lowest)
     cc = cfg.cache.candidates
+    method = choose_method(cc.method, requests.prompt_index, requests.partition, requests.vectors.shape[1])
     return build_candidates(requests.vectors, requests.prompt_index, requests.partition, floor=floor,
-                            max_candidates=cc.max_candidates, method=cc.method,
+                            max_candidates=cc.max_candidates, method=method,
                             cache_dir=Path(cc.cache_dir) if cc.cache_dir else DEFAULT_DIR)
 
 
@@ -172,7 +176,6 @@ class BuildParts:
     requests: Requests
     classes: dict[LatencyClass, int]
     smap: SimilarityMap | None
-    _lists: dict[float, Any] = field(default_factory=dict)
 
     def latency_classes(self, model: str) -> np.ndarray:
         """Each request's latency class when ``model`` serves it (numbered after the main model's)."""
@@ -204,14 +207,19 @@ class BuildParts:
             if c.policy == "infinite":  # room for a noise at every K of every request: nothing is ever evicted
                 capacity_noises, capacity_bytes = len(req) * len(ks), None
         candidates = None
-        if c.retrieval == "candidates":
-            key = table.lowest
-            if key not in self._lists:
-                self._lists[key] = candidate_lists(cfg, req, table, self.smap)
-            candidates = self._lists[key]
+        retrieval = "candidates" if c.retrieval == "auto" else c.retrieval
+        if c.policy in OFFLINE and OFFLINE.get(c.policy).preloads:
+            if c.retrieval == "candidates":
+                raise ConfigError(f"cache.retrieval: candidates lists hold each request's earlier prompts, but "
+                                  f"{c.policy} caches later ones before the first request; use exact_cosine or auto")
+            retrieval = "exact_cosine" if c.retrieval == "auto" else retrieval
+        if retrieval == "candidates":
+            smap = self.smap
+            candidates = _LISTS.get((table.lowest, c.candidates), (req, smap),
+                                    lambda: candidate_lists(cfg, req, table, smap))
         return CacheSpec(ks=ks, table=table, policy=c.policy, unit=c.eviction_unit, policy_params=c.policy_params,
                          admission=c.admission, admission_params=c.admission_params,
-                         capacity_noises=capacity_noises, capacity_bytes=capacity_bytes, retrieval=c.retrieval,
+                         capacity_noises=capacity_noises, capacity_bytes=capacity_bytes, retrieval=retrieval,
                          unit_bytes=unit_bytes, seed=cfg.seed, capped=not images, similarity_map=self.smap,
                          candidates=candidates)
 
@@ -236,10 +244,62 @@ def build_quality(cfg: RunConfig) -> QualityModel:
     return base.with_outcomes(extra)
 
 
+def similarity_floor(cfg: RunConfig, smap: SimilarityMap | None) -> float:
+    """The raw cosine below which no lookup of this run can select a K (or serve a final image)."""
+    from sim.retrieval.precompute import raw_floor
+
+    lowest = min(t.above for t in cfg.cache.thresholds)
+    if cfg.serving.mode == "final_image":
+        lowest = min(lowest, float(np.nextafter(cfg.serving.final_image.threshold, -np.inf)))
+    return raw_floor(lowest, smap.x, smap.y) if smap is not None else raw_floor(lowest)
+
+
+#: (trace, vectors, floor) whose partition guarantee this process has checked
+_CHECKED: set[tuple[Path, int, float]] = set()
+
+
+def by_topic(requests: Requests, trace: Trace, floor: float) -> Requests:
+    """Retrieval partitions refined by the trace's topics, when its partition guarantee covers ``floor``:
+    no prompt of another topic reaches the floor, so a lookup finds the same nearest prompt within its topic
+    (exact candidate lists and fallbacks then stay within topics). The search scope (what the front end's
+    search latency counts) stays the unrefined partition."""
+    g = trace.guarantee
+    if g is None or trace.topic is None or g.violation_bound(len(trace.vectors), floor) > MAX_EXPECTED_VIOLATIONS:
+        return requests
+    key = (trace.path, id(trace.vectors), floor)
+    if key not in _CHECKED:  # once per loaded trace and floor in a process (a sweep builds every point)
+        check_partitions(trace.vectors, trace.topic, floor, str(trace.path))
+        _CHECKED.add(key)
+    topic = np.unique(trace.topic, return_inverse=True)[1].reshape(-1)[requests.prompt_index]  # dense codes
+    pair = requests.partition * (int(topic.max()) + 1) + topic  # (partition, topic) as one int64
+    refined = np.unique(pair, return_inverse=True)[1].reshape(-1).astype(np.int64)
+    return replace(requests, partition=refined, scope=requests.partition)
+
+
+#: a sweep's points share their trace: its requests are derived once per process (policy and capacity vary),
+#: and so are their candidate lists
+_REQUESTS: Memo[tuple[Requests, dict[LatencyClass, int]]] = Memo()
+_LISTS: Memo[Any] = Memo()
+
+
+def _requests(cfg: RunConfig, trace: Trace, smap: SimilarityMap | None) -> tuple[Requests, dict[LatencyClass, int]]:
+    """build_requests (refined by topic where the trace guarantees it), once per trace and request settings."""
+    floor = similarity_floor(cfg, smap) if searches(cfg) else None
+    jitter = (cfg.hardware.step_jitter_cv, cfg.seed) if cfg.hardware.step_jitter_cv > 0 else None
+    key = (cfg.model, cfg.cache.scope, cfg.trace.time_scale, jitter, floor)
+
+    def make() -> tuple[Requests, dict[LatencyClass, int]]:
+        requests, classes = build_requests(cfg, trace)
+        return (by_topic(requests, trace, floor) if floor is not None else requests), classes
+
+    requests, classes = _REQUESTS.get(key, (trace,), make)
+    return requests, dict(classes)  # a mode may add classes (the small model's): never to the memo's
+
+
 def build_scenario(cfg: RunConfig, trace: Trace) -> tuple[Scenario, QualityModel]:
     """The Scenario of one run and the quality model its records are scored with after execution."""
-    requests, classes = build_requests(cfg, trace)
     smap = similarity_map(cfg, trace.embedder)
+    requests, classes = _requests(cfg, trace, smap)
     mode = MODES.get(cfg.serving.mode).from_config(BuildParts(cfg, requests, classes, smap))
     hw = cfg.hardware
     scenario = Scenario(
@@ -259,11 +319,12 @@ def build_scenario(cfg: RunConfig, trace: Trace) -> tuple[Scenario, QualityModel
 @dataclass(frozen=True)
 class Plan:
     """How a scenario will be carried out: the executor (the semantics the config asked for), the implementation
-    chosen for its cache, and the notice a forced implementation that could not be honoured gives."""
+    chosen for its cache, and one-line notices of choices the user should know of (a forced implementation
+    that could not be honoured; approximate candidate lists chosen because exact ones are unaffordable)."""
 
     executor: Executor
     implementation: str
-    notice: str | None = None
+    notices: tuple[str, ...] = ()
 
 
 def plan(cfg: RunConfig, scenario: Scenario) -> Plan:
@@ -274,7 +335,26 @@ def plan(cfg: RunConfig, scenario: Scenario) -> Plan:
     if why is not None:
         raise ConfigError(why)
     implementation, notice = choose_implementation(scenario, cfg.run.implementation)
-    return Plan(executor, implementation, notice)
+    notices = [notice] if notice else []
+    spec = scenario.mode.cache_spec
+    lists = spec.candidates if spec is not None else None
+    if lists is not None and lists.method != "exact" and cfg.cache.candidates.method == "auto":
+        recall = "not measured" if lists.recall is None else f"{lists.recall:.4f}"
+        notices.append(f"cache.candidates.method auto: exact lists are unaffordable for this trace; approximate "
+                       f"{lists.method} lists (recall {recall} on a sample of requests) may miss a neighbour")
+    return Plan(executor, implementation, tuple(notices))
+
+
+def retrieval_summary(scenario: Scenario) -> dict[str, Any] | None:
+    """How the run found the nearest cached prompt, for its summary (None: the mode does not search)."""
+    spec = scenario.mode.cache_spec
+    if spec is None or not scenario.mode.searches:
+        return None
+    out: dict[str, Any] = {"method": spec.retrieval, "partitioned_by_topic": scenario.requests.scope is not None}
+    if spec.candidates is not None:
+        out |= {"lists": spec.candidates.method, "max_candidates": spec.candidates.max_candidates,
+                "recall": spec.candidates.recall}
+    return out
 
 
 def with_requests(scenario: Scenario, **changes: Any) -> Scenario:

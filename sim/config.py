@@ -94,9 +94,10 @@ class CandidatesConfig:
     #: list length cap M; a request with more qualifying prompts falls back to an exact search when its
     #: M are all evicted (counted in the summary)
     max_candidates: int = 64
-    #: exact (blocked, complete: decisions equal the exact retriever's) | ivf (faiss IVF) | hnsw (hnswlib);
-    #: the approximate ones can miss a neighbour (measured in benchmarks/README.md)
-    method: Literal["exact", "ivf", "hnsw"] = "exact"
+    #: auto (exact while affordable, else ivf, said in one line, its recall in the summary) | exact (blocked,
+    #: complete: decisions equal the exact retriever's) | ivf (faiss IVF) | hnsw (hnswlib); the approximate
+    #: ones can miss a neighbour (measured in benchmarks/README.md)
+    method: Literal["auto", "exact", "ivf", "hnsw"] = "auto"
     #: where the lists are stored, keyed by a content hash of their inputs (null: ~/.cache/nirvana-sim)
     cache_dir: str | None = None
 
@@ -124,8 +125,10 @@ class CacheConfig:
     #: the K values at which a miss stores a latent (NIRVANA: 5, 10, 15, 20, 25)
     ks: tuple[int, ...] = DEFAULT_KS
     thresholds: tuple[Threshold, ...] = tuple(Threshold(a, k) for a, k in DEFAULT_THRESHOLDS)
-    #: exact_cosine (numpy reference) | exact_key (identical text only) | candidates (precomputed fast path)
-    retrieval: str = "exact_cosine"
+    #: auto (candidate lists, the method cache.candidates.method picks: exact ones where affordable) |
+    #: candidates (the same, named) | exact_cosine (the reference: a search over the cached prompts per lookup) |
+    #: exact_key (identical text only)
+    retrieval: str = "auto"
     candidates: CandidatesConfig = field(default_factory=CandidatesConfig)
     #: map from the trace embedder's cosine to the thresholds' (CLIP) scale: auto = the shipped map
     #: fitted for the trace's embedder (profiles/similarity/), none = raw cosine, or a map file path
@@ -151,8 +154,8 @@ class CacheConfig:
                 out.append(("eviction_unit", f"one of {list(units)} for policy {self.policy}"))
         if self.admission not in ADMISSIONS:
             out.append(("admission", f"one of {', '.join(ADMISSIONS.names())}, got {self.admission!r}"))
-        if self.retrieval not in RETRIEVERS:
-            names = ", ".join(RETRIEVERS.names())
+        if self.retrieval not in RETRIEVERS and self.retrieval != "auto":
+            names = ", ".join(("auto", *RETRIEVERS.names()))
             out.append(("retrieval", f"one of {names}, got {self.retrieval!r}"))
         if self.capacity_noises is None and self.capacity_bytes is None:
             out.append(("capacity_noises", "capacity_noises or capacity_bytes to be set"))

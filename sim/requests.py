@@ -21,6 +21,10 @@ class Requests:
     step_factor: np.ndarray  # float64: multiplicative jitter on the step time (1.0 = none)
     width: np.ndarray | None = None  # int64 pixels (None: requests made by hand, whose shape nothing reads)
     height: np.ndarray | None = None
+    #: int64: the search scope whose cached prompts the front end's search scans (compatibility key x tenant).
+    #: ``partition`` may refine it (by a topic the trace guarantees no similar prompt crosses): retrieval then
+    #: looks only there, with the same answers, while the search latency still counts the scope. None: the same
+    scope: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.arrival_s)

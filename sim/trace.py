@@ -10,6 +10,8 @@ with the embedder's name and dimension in the schema metadata.
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from sim import vectors_cache
 from sim.errors import InputError
 from sim.fileio import os_reason
 from sim.limits import MAX_ARRIVAL_S, MAX_SIDE_PX, MAX_STEPS
@@ -33,6 +36,10 @@ REQUIRED = {
     "user": pa.string(),
 }
 OPTIONAL = {"width": pa.int32(), "height": pa.int32(), "steps": pa.int32(), "sampler": pa.string()}
+#: a trace made by a generator that knows its content may add each request's topic (see PartitionGuarantee)
+TOPIC_FIELD = pa.field("topic", pa.int64())
+#: schema metadata key of a trace's partition guarantee (PartitionGuarantee, JSON)
+GUARANTEE_KEY = b"partition_guarantee"
 TRACE_SCHEMA = pa.schema([pa.field(n, t) for n, t in {**REQUIRED, **OPTIONAL}.items()])
 #: largest value each optional integer column may hold (sim/limits.py)
 INT_BOUNDS = {"width": MAX_SIDE_PX, "height": MAX_SIDE_PX, "steps": MAX_STEPS}
@@ -46,6 +53,29 @@ def embeddings_path(trace_path: Path) -> Path:
 
 def prompt_sha1(prompt: str) -> str:
     return hashlib.sha1(prompt.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class PartitionGuarantee:
+    """What a trace's maker guarantees about its ``topic`` column: prompts of different topics are independent
+    unit vectors, each uniformly distributed on the sphere of ``dim`` dimensions (kind ``independent_uniform``:
+    the synthetic generator's vectors modes, whose topics grow from independent random directions). For such
+    a pair P(cosine >= f) <= exp(-dim f^2 / 2) (the measure of a spherical cap: K. Ball, An Elementary
+    Introduction to Modern Convex Geometry, 1997, Lemma 2.2), so no two prompts of different topics reach a
+    similarity floor f, except with the probability ``violation_bound`` gives."""
+
+    kind: str
+    dim: int
+
+    def violation_bound(self, num_prompts: int, floor: float) -> float:
+        """An upper bound on the expected number of cross-topic pairs at cosine >= ``floor`` (a union bound)."""
+        if floor <= 0:
+            return float("inf")
+        return num_prompts * (num_prompts - 1) / 2 * math.exp(-self.dim * floor * floor / 2)
+
+
+#: a partition guarantee is relied on only where this bound on expected violating pairs holds
+MAX_EXPECTED_VIOLATIONS = 1e-9
 
 
 @dataclass(frozen=True)
@@ -64,6 +94,10 @@ class Trace:
     prompts: Strings  # distinct, in order of first appearance
     vectors: np.ndarray  # float32 [num_prompts, dim], unit norm
     embedder: str
+    #: int64 topic of each distinct prompt (the optional ``topic`` column), and what the trace guarantees
+    #: about it (schema metadata); None when the trace has none
+    topic: np.ndarray | None = None
+    guarantee: PartitionGuarantee | None = None
 
     def __len__(self) -> int:
         return len(self.arrival_s)
@@ -183,6 +217,8 @@ def load_trace(path: str | Path, limit: int | None = None) -> Trace:
     request_id = _request_ids(table, file, n)
     arrival = _arrivals(table, file)
     prompt_index, prompts, sha1s = _prompts(_text(table, "prompt", file), file)
+    topic = _topics(table, file, prompt_index, len(prompts))
+    guarantee = _guarantee(table.schema.metadata or {}, file, topic is not None)
     user = _interned(_text(table, "user", file))
     ints = {name: _optional_ints(table, name, file) for name in ("width", "height", "steps")}
     if "sampler" in table.column_names:
@@ -197,10 +233,14 @@ def load_trace(path: str | Path, limit: int | None = None) -> Trace:
     del table
     pa.default_memory_pool().release_unused()  # before the vectors: pyarrow's allocator keeps freed buffers
 
-    vectors, embedder = _load_embeddings(embeddings_path(file), prompts, sha1s)
+    emb = embeddings_path(file)
+    if vectors_cache.enabled() and _exists(emb):
+        vectors, embedder = vectors_cache.load_or_make(file, emb, limit, lambda: _load_embeddings(emb, prompts, sha1s))
+    else:
+        vectors, embedder = _load_embeddings(emb, prompts, sha1s)
     pa.default_memory_pool().release_unused()
     return Trace(file, Strings(request_id), arrival, prompt_index, user, ints["width"], ints["height"],
-                 ints["steps"], sampler, Strings(prompts), vectors, embedder)
+                 ints["steps"], sampler, Strings(prompts), vectors, embedder, topic, guarantee)
 
 
 def _arrivals(table: pa.Table, file: Path) -> np.ndarray:
@@ -249,6 +289,44 @@ def _optional_ints(table: pa.Table, name: str, file: Path) -> np.ndarray:
         raise InputError(f"{file}: column '{name}': row {bad[0]} is {values[bad[0]]}, "
                          f"expected an integer in 1..{INT_BOUNDS[name]} or null")
     return values
+
+
+def _topics(table: pa.Table, file: Path, prompt_index: np.ndarray, num_prompts: int) -> np.ndarray | None:
+    """The topic of each distinct prompt from the optional ``topic`` column (non-null, one per prompt)."""
+    if "topic" not in table.column_names:
+        return None
+    col = _column(table, "topic", pa.int64(), file)
+    if col.null_count:
+        raise InputError(f"{file}: column 'topic': row {_first_null(col)} is null (a topic column names every row's)")
+    values = np.asarray(col.to_numpy(), dtype=np.int64)
+    topic = np.empty(num_prompts, dtype=np.int64)
+    topic[prompt_index] = values
+    bad = np.flatnonzero(topic[prompt_index] != values)
+    if len(bad):
+        i = int(bad[0])
+        first = int(np.flatnonzero(prompt_index == prompt_index[i])[0])
+        raise InputError(f"{file}: column 'topic': row {i} puts its prompt in topic {values[i]}, row {first} in "
+                         f"topic {values[first]}; a prompt has one topic")
+    return topic
+
+
+def _guarantee(meta: dict[bytes, bytes], file: Path, has_topics: bool) -> PartitionGuarantee | None:
+    """The trace's partition guarantee (schema metadata), checked."""
+    raw = meta.get(GUARANTEE_KEY)
+    if raw is None:
+        return None
+    where = f"{file}: schema metadata '{GUARANTEE_KEY.decode()}'"
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, ValueError):
+        raise InputError(f"{where}: not JSON") from None
+    if not isinstance(data, dict) or data.get("kind") != "independent_uniform" or set(data) != {"kind", "dim"} \
+            or not isinstance(data.get("dim"), int) or isinstance(data["dim"], bool) or data["dim"] < 1:
+        raise InputError(f"{where}: expected {{\"kind\": \"independent_uniform\", \"dim\": <positive integer>}}, "
+                         f"got {raw.decode(errors='replace')[:120]!r}")
+    if not has_topics:
+        raise InputError(f"{where}: a guarantee about topics, but the trace has no 'topic' column")
+    return PartitionGuarantee(data["kind"], data["dim"])
 
 
 def _first_true(mask: pa.ChunkedArray) -> int:
@@ -546,15 +624,20 @@ def _matrix(col: pa.FixedSizeListArray, dim: int) -> np.ndarray:
     return np.asarray(flat, dtype=np.float32).reshape(len(col), dim)
 
 
-def write_trace(table: pa.Table, path: Path) -> None:
-    """Write a trace table in the canonical schema (columns missing from ``table`` become nulls)."""
-    cols = []
+def write_trace(table: pa.Table, path: Path, guarantee: PartitionGuarantee | None = None) -> None:
+    """Write a trace table in the canonical schema (optional columns missing from ``table`` become nulls; a
+    ``topic`` column only when the table has one), with its partition guarantee, if any, in the metadata."""
+    cols, fields = [], list(TRACE_SCHEMA)
     for field in TRACE_SCHEMA:
         if field.name in table.column_names:
             cols.append(table.column(field.name).cast(field.type))
         else:
             cols.append(pa.nulls(table.num_rows, field.type))
-    pq.write_table(pa.Table.from_arrays(cols, schema=TRACE_SCHEMA), path)
+    if TOPIC_FIELD.name in table.column_names:
+        cols.append(table.column(TOPIC_FIELD.name).cast(TOPIC_FIELD.type))
+        fields.append(TOPIC_FIELD)
+    meta = {GUARANTEE_KEY: json.dumps({"kind": guarantee.kind, "dim": guarantee.dim})} if guarantee else None
+    pq.write_table(pa.Table.from_arrays(cols, schema=pa.schema(fields, metadata=meta)), path)
 
 
 def write_embeddings(prompts: list[str], vectors: np.ndarray, embedder: str, path: Path) -> None:

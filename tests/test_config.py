@@ -31,7 +31,7 @@ BAD: list[tuple[dict[str, Any], str]] = [
      r"qlru_dc, rnd_lru, sim_lru, or an offline reference \(belady_like, infinite, static_greedy\), got 'arc'"),
     ({"cache": {"policy": "lcbfu", "eviction_unit": "prompt"}}, r"cache\.eviction_unit: expected one of \['noise'\]"),
     ({"cache": {"eviction_unit": "page"}}, r"cache\.eviction_unit: expected one of 'noise', 'prompt'"),
-    ({"cache": {"retrieval": "faiss"}}, r"cache\.retrieval: expected one of candidates, exact_cosine, exact_key"),
+    ({"cache": {"retrieval": "faiss"}}, r"cache\.retrieval: expected one of auto, candidates, exact_cosine, exact_key"),
     ({"cache": {"thresholds": [{"above": 0.7, "k": 5}, {"above": 0.9, "k": 25}]}},
      r"cache\.thresholds: expected strictly descending similarities"),
     ({"cache": {"thresholds": [{"above": 0.9, "k": 30}]}}, r"cache\.thresholds: expected entry 0: K in the cached set"),

@@ -105,6 +105,7 @@ def test_limit_ignores_rows_beyond_it(tmp_path: Path) -> None:
 
 
 def test_row_groups_no_used_prompt_lives_in_are_never_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NIRVANA_SIM_VECTOR_CACHE", "0")  # the decoder itself, not the cache of its results
     prompts = [f"p{i}" for i in range(20)]
     path = _trace(tmp_path, prompts, row_group_size=4)
     groups: list[list[int]] = []
@@ -120,6 +121,28 @@ def test_row_groups_no_used_prompt_lives_in_are_never_read(tmp_path: Path, monke
     assert list(trace.prompts) == prompts[:6]
     assert groups == [[0], [1]]  # the vectors of rows 0-3 and 4-7 of 20: groups 2-4 untouched
     assert np.array_equal(trace.vectors, load_trace(path).vectors[:6])
+
+
+def test_decoded_vectors_are_cached_by_content(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second load of a trace maps the decoded vectors from the cache; a changed embeddings file (or
+    limit) is another key, never served stale."""
+    from sim import vectors_cache
+
+    monkeypatch.setattr(vectors_cache, "DEFAULT_DIR", tmp_path / "cache")
+    monkeypatch.setattr(vectors_cache.load_or_make, "__defaults__", (tmp_path / "cache",))
+    path = _trace(tmp_path, ["a", "b", "c", "a"])
+    first = load_trace(path)
+    again = load_trace(path)
+    assert isinstance(again.vectors, np.memmap) and np.array_equal(first.vectors, again.vectors)
+    assert again.embedder == first.embedder == "test"
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 1
+    assert np.array_equal(load_trace(path, limit=2).vectors, first.vectors[:2])  # its own entry
+    emb = embeddings_path(path)
+    t = pq.read_table(emb)
+    other = _unit(3, seed=5)
+    pq.write_table(t.set_column(1, "vector", pa.FixedSizeListArray.from_arrays(pa.array(other.reshape(-1)), DIM)),
+                   emb)
+    assert np.array_equal(load_trace(path).vectors, other)
 
 
 def test_a_repeated_digest_must_repeat_its_vector(tmp_path: Path) -> None:

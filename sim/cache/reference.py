@@ -5,6 +5,8 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
+import numpy as np
+
 from sim.cache.admission import ADMISSIONS
 from sim.cache.offline import OFFLINE, Future
 from sim.cache.policies import POLICIES, Policy
@@ -25,6 +27,14 @@ def retriever_factory(spec: CacheSpec, dim: int) -> Any:
             raise ValueError("cache.retrieval: candidates needs the spec's candidate lists")
         return CandidatesFactory(spec.candidates, dim)
     return partial(RETRIEVERS.get(spec.retrieval), dim)
+
+
+def scope_map(requests: Requests) -> Any:
+    """The search scope of each retrieval partition (None: partitions are their own scopes)."""
+    if requests.scope is None:
+        return None
+    pairs = np.unique(np.stack([requests.partition, requests.scope]), axis=1)
+    return dict(zip(pairs[0].tolist(), pairs[1].tolist(), strict=True)).__getitem__
 
 
 def new_store(spec: CacheSpec, requests: Requests) -> CacheStore:
@@ -48,6 +58,7 @@ def new_store(spec: CacheSpec, requests: Requests) -> CacheStore:
         capacity_noises=spec.capacity_noises,
         capacity_bytes=spec.capacity_bytes,
         similarity_scale=spec.scale,
+        scope_of=scope_map(requests),
     )
 
 
@@ -75,7 +86,7 @@ class ReferenceCache(LiveCache):
         return self.store.admit(int(req.partition[i]), req.vectors[key], key, int(self._bytes[i]), now, i)
 
     def partition_size(self, i: int) -> int:
-        return self.store.partition_size(int(self._req.partition[i]))
+        return self.store.scope_size(int(self._req.partition[i]))
 
     def stats(self) -> dict[str, int]:
         store = self.store

@@ -67,6 +67,7 @@ class CacheStore:
         capacity_bytes: int | None = None,
         similarity_scale: Callable[[float], float] | None = None,
         admission: Admission | None = None,
+        scope_of: Callable[[Hashable], Hashable] | None = None,
     ) -> None:
         if capacity_noises is None and capacity_bytes is None:
             raise ValueError("a cache needs capacity_noises or capacity_bytes")
@@ -80,6 +81,9 @@ class CacheStore:
         self.used_bytes = 0
         self._entries: dict[int, _Entry] = {}
         self._index: dict[Hashable, Retriever] = {}
+        # The search scope of each partition (None: the partition itself), and its cached prompts.
+        self._scope_of = scope_of
+        self._scope_count: dict[Hashable, int] = {}
         self._next_id = 0
         self._by_prompt = policy.unit == "prompt"
         # Maps the retriever's cosine onto the scale the K table is written in (CLIP text cosine).
@@ -187,6 +191,9 @@ class CacheStore:
         if index is None:
             index = self._index[partition] = self._make_retriever()
         index.add(entry_id, vector, text_key)
+        if self._scope_of is not None:
+            scope = self._scope_of(partition)
+            self._scope_count[scope] = self._scope_count.get(scope, 0) + 1
         ctx = RequestContext(ctx.request, now, text_key, ctx.similarity, entry_id, ctx.k_asked, 0, ctx.num_steps,
                              ctx.k_top)
         if self._by_prompt:
@@ -212,6 +219,8 @@ class CacheStore:
             # A prompt leaves the retrieval index when its last noise goes.
             del self._entries[entry_id]
             self._index[entry.partition].remove(entry_id)
+            if self._scope_of is not None:
+                self._scope_count[self._scope_of(entry.partition)] -= 1
         return removed
 
     # -- introspection ---------------------------------------------------------------------------
@@ -229,6 +238,12 @@ class CacheStore:
         """How the retriever answered (the candidate fast path counts its exact fallbacks); {} if it keeps none."""
         counts = getattr(self._make_retriever, "counts", None)
         return {} if counts is None else {str(k): int(v) for k, v in vars(counts).items()}
+
+    def scope_size(self, partition: Hashable) -> int:
+        """Cached prompts of ``partition``'s search scope (the front end's search scans them all)."""
+        if self._scope_of is None:
+            return self.partition_size(partition)
+        return self._scope_count.get(self._scope_of(partition), 0)
 
     def partition_size(self, partition: Hashable) -> int:
         """Number of cached prompts the retrieval for ``partition`` searches."""

@@ -49,7 +49,7 @@ class EngineExecutor(Executor):
 
     def supports(self, scenario: Scenario) -> str | None:
         spec = scenario.mode.cache_spec
-        if spec is not None and spec.policy in OFFLINE:
+        if spec is not None and spec.policy in OFFLINE and OFFLINE.get(spec.policy).sequential_only:
             # an offline reference reads request indices as its clock, and K as NIRVANA's latent reuse
             return (f"cache.policy: {spec.policy} (an offline reference) runs only with run.executor: sequential, "
                     "got engine")

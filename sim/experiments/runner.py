@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from sim.build import build_scenario, plan, run_cost, similarity_map
+from sim.build import build_scenario, plan, retrieval_summary, run_cost, similarity_map
 from sim.config import RunConfig
 from sim.errors import ConfigError, InputError
 from sim.experiments.rundir import InputHashes, RunResult, input_files, kept_run_state, publish_run
@@ -47,7 +47,7 @@ def execute(cfg: RunConfig, trace: Trace, scenario: Scenario, quality: QualityMo
                         cost=run_cost(cfg, mode.capacity_bytes()), timed=executor.timed)
     scale = Path(scenario.similarity_map).name if scenario.similarity_map else "none (raw cosine)"
     header = {"name": cfg.name, "mode": mode.name, "executor": executor.name, "implementation": how.implementation,
-              "admission": executor.admission,
+              "admission": executor.admission, "retrieval": retrieval_summary(scenario),
               "embedder": trace.embedder, "similarity_map": scale, "quality_profile": quality.source}
     return records, {**header, **summary, **executor.stats}
 
@@ -94,10 +94,10 @@ def validate_runs(runs: list[tuple[str, RunConfig]]) -> dict[str, dict[str, str]
         trace = _trace(cfg)
         try:
             scenario, _ = build_scenario(cfg, trace)
-            notice = plan(cfg, scenario).notice
-            if notice is not None and notice not in notices:
-                notices.add(notice)
-                print(f"notice: {notice}", file=sys.stderr)
+            for notice in plan(cfg, scenario).notices:
+                if notice not in notices:
+                    notices.add(notice)
+                    print(f"notice: {notice}", file=sys.stderr)
             run_cost(cfg, None)
             m = cfg.metrics
             if warmup_mask(scenario.requests.arrival_s, m.warmup_requests, m.warmup_s).all():

@@ -22,7 +22,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +30,16 @@ import numpy as np
 
 from sim.errors import InputError
 from sim.fileio import atomic_path
+from sim.memo import Memo
 from sim.retrieval import cosine
 
 VERSION = 1
 METHODS = ("exact", "ivf", "hnsw")
+#: the exact screen is chosen (method auto) while its multiply-adds stay below this: about 5 minutes on two
+#: cores (the calibrated 2M trace partitioned by topic needs 4.6e12: 3 minutes here, measured 2026-12-08)
+EXACT_BUDGET_MACS = 1e13
+#: requests whose lists an approximate method's recall is measured on (against their exact lists)
+RECALL_SAMPLE = 200
 DEFAULT_DIR = Path(os.environ.get("NIRVANA_SIM_CACHE", Path.home() / ".cache" / "nirvana-sim")) / "candidates"
 _FILES = ("offsets", "prompts", "sims", "truncated")
 
@@ -50,6 +56,9 @@ class Candidates:
     max_candidates: int = 0  # the cap M (0: lists given by hand, not built here)
     method: str = "given"
     key: str = ""  # content hash of the inputs (folder name)
+    #: approximate methods: the share of the exact lists' entries they hold, on a sample of requests (None:
+    #: exact, or not measured)
+    recall: float | None = None
 
     def __len__(self) -> int:
         return len(self.truncated)
@@ -57,6 +66,26 @@ class Candidates:
     def of(self, request: int) -> tuple[np.ndarray, np.ndarray]:
         lo, hi = int(self.offsets[request]), int(self.offsets[request + 1])
         return self.prompts[lo:hi], self.sims[lo:hi]
+
+
+def exact_cost(prompt_index: np.ndarray, partition: np.ndarray, dim: int) -> float:
+    """Multiply-adds of the exact screen: each request against the distinct prompts of its partition seen
+    before it (half of them on average)."""
+    if not len(prompt_index):
+        return 0.0
+    part = np.unique(np.asarray(partition), return_inverse=True)[1].reshape(-1).astype(np.int64)
+    requests = np.bincount(part)
+    pairs = np.unique(part * (int(np.max(prompt_index)) + 1) + np.asarray(prompt_index, dtype=np.int64))
+    prompts = np.bincount(pairs // (int(np.max(prompt_index)) + 1), minlength=len(requests))
+    return float((requests.astype(np.float64) * prompts / 2).sum() * dim)
+
+
+def choose_method(method: str, prompt_index: np.ndarray, partition: np.ndarray, dim: int) -> str:
+    """``auto``: the exact screen while it is affordable (EXACT_BUDGET_MACS), else faiss IVF (a run says so,
+    with the recall measured on a sample); any other method as asked."""
+    if method != "auto":
+        return method
+    return "exact" if exact_cost(prompt_index, partition, dim) <= EXACT_BUDGET_MACS else "ivf"
 
 
 def raw_floor(lowest_threshold: float, smap_x: tuple[float, ...] | None = None,
@@ -82,9 +111,20 @@ def raw_floor(lowest_threshold: float, smap_x: tuple[float, ...] | None = None,
     return max(-1.0, float(cross) - 1e-6)
 
 
+#: the last key computed: every point of a sweep asks for the lists of the same arrays (hashing 2M requests'
+#: vectors takes seconds)
+_KEYS: Memo[str] = Memo()
+
+
 def candidates_key(vectors: np.ndarray, prompt_index: np.ndarray, partition: np.ndarray,
                    max_candidates: int, method: str) -> str:
     """Content hash of everything but the floor (the floor is part of the folder name)."""
+    return _KEYS.get((max_candidates, method), (vectors, prompt_index, partition),
+                     lambda: _content_key(vectors, prompt_index, partition, max_candidates, method))
+
+
+def _content_key(vectors: np.ndarray, prompt_index: np.ndarray, partition: np.ndarray,
+                 max_candidates: int, method: str) -> str:
     h = hashlib.sha256()
     h.update(f"candidates v{VERSION} {method} M={max_candidates} {vectors.shape} ".encode())
     h.update(np.ascontiguousarray(vectors, dtype=np.float32).data)
@@ -114,7 +154,7 @@ def load_cached(cache_dir: Path, key: str, floor: float) -> Candidates | None:
     meta = json.loads((folder / "meta.json").read_text())
     arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in _FILES}
     return Candidates(**arrays, floor=best[0], max_candidates=int(meta["max_candidates"]),
-                      method=str(meta["method"]), key=key)
+                      method=str(meta["method"]), key=key, recall=meta.get("recall"))
 
 
 def _save(cache_dir: Path, cands: Candidates, meta: dict[str, object]) -> Path:
@@ -159,34 +199,76 @@ def build_candidates(
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     screen = {"exact": _screen_exact, "ivf": _screen_ivf, "hnsw": _screen_hnsw}[method]
     n = len(prompt_index)
+    prompt_index = np.asarray(prompt_index, dtype=np.int64)
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     truncated = np.zeros(n, dtype=bool)
-    groups = np.unique(np.asarray(partition), return_inverse=True)[1]
-    for g in range(int(groups.max(initial=-1)) + 1):
-        reqs = np.flatnonzero(groups == g)
-        for req, pid, sim in _partition_lists(vectors, np.asarray(prompt_index)[reqs], floor, max_candidates,
-                                              truncated, reqs, screen, request_block, pool_block):
+    repeats: list[np.ndarray] = []  # requests of partitions with one distinct prompt, after its first request
+    for reqs in _partition_requests(np.asarray(partition)):
+        prompts = prompt_index[reqs]
+        if np.all(prompts == prompts[0]):  # a single prompt: each later request lists it, nothing else
+            repeats.append(reqs[1:])
+            continue
+        for req, pid, sim in _partition_lists(vectors, prompts, floor, max_candidates, truncated, reqs, screen,
+                                              request_block, pool_block):
             parts.append((reqs[req], pid, sim))
+    if repeats:
+        reqs = np.concatenate(repeats)
+        pid = prompt_index[reqs]
+        sim = cosine.pair_cosines(vectors[pid], vectors[pid])
+        keep = sim.astype(np.float64) >= floor
+        parts.append((reqs[keep], pid[keep].astype(np.int32), sim[keep]))
     req = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
     pid = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int32)
     sim = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, np.float32)
-    if len(req) and np.any(np.diff(req) < 0):  # several partitions interleave: order by request
+    if len(req) and np.any(np.diff(req) < 0):  # partitions interleave: order by request (stable: lists keep order)
         order = np.argsort(req, kind="stable")
         req, pid, sim = req[order], pid[order], sim[order]
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(req, minlength=n), out=offsets[1:])
     cands = Candidates(offsets, pid.astype(np.int32), sim.astype(np.float32), truncated, float(floor),
                        max_candidates, method, key)
+    if method != "exact":
+        cands = replace(cands, recall=sampled_recall(cands, vectors, prompt_index, np.asarray(partition)))
     if cache_dir is not None:
         meta = {"version": VERSION, "method": method, "floor": float(floor), "max_candidates": max_candidates,
                 "num_requests": n, "num_prompts": len(vectors), "dim": int(vectors.shape[1]),
                 "num_candidates": int(offsets[-1]), "truncated_share": round(float(truncated.mean()), 6) if n else 0.0,
-                "build_s": round(time.perf_counter() - t0, 3)}
+                "build_s": round(time.perf_counter() - t0, 3), "recall": cands.recall}
         folder = _save(cache_dir, cands, meta)
         loaded = load_cached(cache_dir, key, floor)
         assert loaded is not None and loaded.floor == cands.floor, folder
         return loaded
     return cands
+
+
+def sampled_recall(cands: Candidates, vectors: np.ndarray, prompt_index: np.ndarray, partition: np.ndarray,
+                   sample: int = RECALL_SAMPLE) -> float | None:
+    """The share of the exact lists' entries that ``cands`` holds, over an evenly spaced sample of requests
+    (each request's exact list: its partition's distinct prompts seen before it, canonical cosine >= the
+    floor, best first, ties to the earlier appearance, capped at M). None when the sample has no entries."""
+    n = len(prompt_index)
+    found = wanted = 0
+    for i in np.unique(np.linspace(0, n - 1, min(sample, n)).round().astype(np.int64)).tolist() if n else []:
+        earlier = prompt_index[:i][partition[:i] == partition[i]]
+        pool, first = np.unique(earlier, return_index=True)
+        pool = pool[np.argsort(first, kind="stable")]  # appearance order: the tie rule
+        sims = cosine.cosines(vectors[pool], vectors[prompt_index[i]]).astype(np.float64) if len(pool) else \
+            np.zeros(0)
+        keep = np.flatnonzero(sims >= cands.floor)
+        exact = pool[keep[np.argsort(-sims[keep], kind="stable")]][:cands.max_candidates]
+        listed = cands.prompts[cands.offsets[i]:cands.offsets[i + 1]]
+        wanted += len(exact)
+        found += int(np.isin(exact, listed).sum())
+    return round(found / wanted, 6) if wanted else None
+
+
+def _partition_requests(partition: np.ndarray) -> Iterator[np.ndarray]:
+    """The requests of each partition, ascending (one sort, not a scan per partition: a trace partitioned by
+    topic has hundreds of thousands)."""
+    order = np.argsort(partition, kind="stable")
+    cut = np.flatnonzero(np.r_[True, partition[order][1:] != partition[order][:-1], True])
+    for a, b in zip(cut[:-1].tolist(), cut[1:].tolist(), strict=True):
+        yield order[a:b]
 
 
 # A screen yields, per block of a partition's requests: the block's first row, candidate (row in block,

@@ -46,7 +46,7 @@ from sim.synth.skeleton import (
     depth_levels,
     resolve_variants,
 )
-from sim.trace import embeddings_path, write_embeddings, write_trace
+from sim.trace import PartitionGuarantee, embeddings_path, write_embeddings, write_trace
 
 Mode = Literal["text", "vectors"]
 STREAMS = ("arrivals", "sessions", "users", "kinds", "popularity", "edits", "text", "vectors")
@@ -215,14 +215,27 @@ def _padded(prefix: str, values: np.ndarray, width: int) -> pa.Array:
 
 
 def trace_table(res: SynthResult) -> pa.Table:
+    """The trace's columns; in vectors mode each request's topic too (see ``guarantee``)."""
     sk = res.skeleton
     n = len(sk)
-    return pa.table({
+    columns = {
         "request_id": _padded("synth-", np.arange(n), max(7, len(str(n - 1)))),
         "arrival_s": pa.array(sk.arrival_s, pa.float64()),
         "prompt": res.prompt,
         "user": _padded("u", sk.user, len(str(res.num_users - 1))),
-    })
+    }
+    if res.mode == "vectors":
+        columns["topic"] = pa.array(res.label, pa.int64())
+    return pa.table(columns)
+
+
+def guarantee(res: SynthResult) -> PartitionGuarantee | None:
+    """Vectors mode: every topic grows from its own random direction (a tree root, or a cluster centre), by
+    rotations and noise independent of other topics, and the law of a topic's vectors is invariant under
+    rotation: prompts of different topics are independent uniform unit vectors (PartitionGuarantee)."""
+    if res.mode != "vectors" or res.vectors is None:
+        return None
+    return PartitionGuarantee("independent_uniform", int(res.vectors.shape[1]))
 
 
 def statistics(res: SynthResult) -> dict[str, Any]:
@@ -309,7 +322,7 @@ def write_synth_trace(cfg: SynthConfig, num_requests: int, seed: int, out: Path,
     # the trace, then its statistics (as before: a reader of the new trace finds its embeddings).
     with atomic_path(synth_json_path(out)) as tmp_json, atomic_path(out) as tmp, \
             atomic_path(embeddings_path(out)) as tmp_emb:
-        write_trace(trace_table(res), tmp)
+        write_trace(trace_table(res), tmp, guarantee(res))
         tag = None
         if mode == "vectors":
             assert res.distinct_prompts is not None and res.vectors is not None

@@ -7,6 +7,8 @@ whose prompts are all evicted is answered exactly here (fallback.py), then hande
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from sim.cache.core import kernel
@@ -16,6 +18,7 @@ from sim.cache.core.jit import COMPILED
 from sim.cache.core.support import POLICY_CODES, compiled_support
 from sim.cache.spec import CacheSpec, LiveCache
 from sim.cache.store import AccessResult, AdmitResult
+from sim.memo import Memo
 from sim.requests import Requests
 from sim.retrieval import cosine
 from sim.retrieval.precompute import Candidates
@@ -72,6 +75,18 @@ def _pp_codes(req: Requests, cand: Candidates, part: np.ndarray) -> tuple[np.nda
     dense codes of the pairs that occur."""
     n = len(req)
     num_prompts = max(len(req.vectors), int(req.prompt_index.max()) + 1)
+    part_of_prompt = np.full(num_prompts, -1, dtype=np.int64)
+    part_of_prompt[req.prompt_index] = part
+    if np.array_equal(part_of_prompt[req.prompt_index], part):
+        # Every prompt is requested in one partition only (a shared scope, refined by topic or not): the prompt
+        # id is its (partition, prompt) code, and a candidate must be a prompt of its request's partition.
+        bad = np.flatnonzero(part_of_prompt[cand.prompts] != np.repeat(part, np.diff(cand.offsets)))
+        if len(bad):
+            i = int(np.searchsorted(cand.offsets, bad[0], side="right") - 1)
+            raise ValueError(f"candidates: request {i} lists prompt {int(cand.prompts[bad[0]])}, never requested in "
+                             "its partition")
+        prompt_ids = req.prompt_index.astype(np.int64, copy=False)
+        return prompt_ids, cand.prompts.astype(np.int64), np.arange(num_prompts, dtype=np.int64)
     req_key = part * num_prompts + req.prompt_index
     if len(cand.prompts) == n and np.array_equal(cand.offsets, np.arange(n + 1)) \
             and np.array_equal(cand.prompts, req.prompt_index):
@@ -108,6 +123,46 @@ def _num_rows(req: Requests, num_slots: int, listed: bool) -> int:
     return max(1, min(num_slots, distinct))
 
 
+@dataclass(frozen=True)
+class _Inputs:
+    """The core's read-only inputs over a run's requests and lists (every execution of a sweep over one trace
+    shares them: they do not depend on policy or capacity)."""
+
+    part_of: np.ndarray
+    num_parts: int
+    scope_code: np.ndarray | None
+    req_arr: np.ndarray
+    off: np.ndarray
+    cand: np.ndarray
+    cand_f: np.ndarray
+    cand_sim32: np.ndarray
+    truncated: np.ndarray
+    pp_prompt: np.ndarray  # the prompt of each (partition, prompt) code (rows need it: lists only)
+    num_pp: int  # how many (partition, prompt) codes there are
+
+
+def _inputs(spec: CacheSpec, req: Requests, cand: Candidates, unit_bytes: np.ndarray, listed: bool) -> _Inputs:
+    i64 = np.int64
+    n = len(req)
+    check_candidates(cand, req)
+    part = _partitions(req) if n else np.zeros(0, i64)
+    req_pp, cand_pp, pp_prompt = _pp_codes(req, cand, part) if n else (part, part, np.zeros(1, i64))
+    req_arr = np.zeros((L.NUM_REQ_FIELDS, n), i64)
+    req_arr[L.Q_PART], req_arr[L.Q_PP], req_arr[L.Q_BYTES] = part, req_pp, unit_bytes
+    req_arr[L.Q_MAX_K] = req.num_steps - 1 if spec.capped else UNBOUNDED
+    raw = cand.sims.astype(np.float64)
+    mapped = spec.similarity_map.apply_array(raw) if spec.similarity_map is not None else raw
+    scope = np.unique(req.scope, return_inverse=True)[1].reshape(-1) if n and req.scope is not None else None
+    return _Inputs(part, int(part.max()) + 1 if n else 1, scope, req_arr, cand.offsets.astype(i64, copy=False),
+                   np.stack([cand_pp, spec.table.select_array(mapped)]).astype(i64, copy=False),
+                   np.stack([raw, mapped]), cand.sims, cand.truncated.astype(bool, copy=False),
+                   pp_prompt.astype(i64, copy=False) if listed else np.zeros(1, i64), len(pp_prompt))
+
+
+#: the last inputs built (a sweep's executions over one trace share them)
+_INPUTS: Memo[_Inputs] = Memo()
+
+
 class CompiledCache(LiveCache):
     """The spec's cache as the compiled core's arrays (layout.py), for one execution over ``requests``."""
 
@@ -121,7 +176,6 @@ class CompiledCache(LiveCache):
         n = len(requests)
         self.listed = spec.retrieval == "candidates"
         cand = spec.candidates if self.listed and spec.candidates is not None else exact_key_candidates(requests)
-        check_candidates(cand, requests)
         self.floor = cand.floor
         self.num_fallbacks = 0
         self._build(spec, requests, cand)
@@ -145,33 +199,28 @@ class CompiledCache(LiveCache):
         min_bytes = max(1, int(unit_bytes.min())) if n else 1
         num_slots = max(1, min(n, cap_noises, cap_bytes // min_bytes))  # every live entry holds >= 1 unit
         num_items = num_slots if by_prompt else num_slots * nk
-        self.part_of = part = _partitions(req) if n else np.zeros(0, i64)
-        req_pp, cand_pp, pp_prompt = _pp_codes(req, cand, part) if n else (part, part, np.zeros(1, i64))
-        num_parts = int(part.max()) + 1 if n else 1
+        ins = _INPUTS.get((spec.table, spec.capped, self.listed),
+                          (req, spec.candidates, unit_bytes, spec.similarity_map),
+                          lambda: _inputs(spec, req, cand, unit_bytes, self.listed))
+        self.part_of, part, num_parts = ins.part_of, ins.part_of, ins.num_parts
         self.conf = np.zeros(L.NUM_CONF, i64)
         self.conf[[L.POLICY, L.BY_PROMPT, L.CAP_NOISES, L.CAP_BYTES, L.WITH_ROWS]] = (
             policy, by_prompt, cap_noises, cap_bytes, self.listed)
         self.ks = np.asarray(sorted(spec.ks), dtype=i64)
-        self.req_arr = np.zeros((L.NUM_REQ_FIELDS, n), i64)
-        self.req_arr[L.Q_PART], self.req_arr[L.Q_PP], self.req_arr[L.Q_BYTES] = part, req_pp, unit_bytes
-        self.req_arr[L.Q_MAX_K] = req.num_steps - 1 if spec.capped else UNBOUNDED
-        self.off = cand.offsets.astype(i64, copy=False)
-        raw = cand.sims.astype(np.float64)
-        mapped = spec.similarity_map.apply_array(raw) if spec.similarity_map is not None else raw
-        self.cand = np.stack([cand_pp, spec.table.select_array(mapped)]).astype(i64, copy=False)
-        self.cand_f = np.stack([raw, mapped])
-        self.cand_sim32 = cand.sims
-        self.truncated = cand.truncated.astype(bool, copy=False)
-        self.pp_prompt = pp_prompt.astype(i64, copy=False) if self.listed else np.zeros(1, i64)
+        self.req_arr, self.off, self.cand, self.cand_f = ins.req_arr, ins.off, ins.cand, ins.cand_f
+        self.cand_sim32, self.truncated, self.pp_prompt = ins.cand_sim32, ins.truncated, ins.pp_prompt
 
         self.scal = np.zeros(L.NUM_SCALARS, i64)
         self.scal[L.FREE_TOP] = num_slots
         self.slot = np.zeros((L.NUM_SLOT_FIELDS, num_slots), i64)
         self.slot[[L.S_PP_NEXT, L.S_PP_PREV, L.S_PART_NEXT, L.S_PART_PREV]] = -1
         self.free = np.arange(num_slots - 1, -1, -1, dtype=i64)  # popped from the top: slot 0 first
-        self.pp = np.full((L.NUM_PP_FIELDS, len(pp_prompt)), -1, i64)
+        self.pp = np.full((L.NUM_PP_FIELDS, ins.num_pp), -1, i64)
         self.part = np.full((L.NUM_PART_FIELDS, num_parts), -1, i64)
-        self.part[L.P_COUNT] = 0
+        self.part[[L.P_COUNT, L.P_SCOPE_COUNT]] = 0
+        self.part[L.P_SCOPE] = np.arange(num_parts)
+        if ins.scope_code is not None:  # each partition's scope, coded 0..S-1 (S <= num_parts)
+            self.part[L.P_SCOPE, part] = ins.scope_code
         self.item = np.full((L.NUM_ITEM_FIELDS, num_items + 1), num_items, i64)  # empty list: sentinel to itself
         self.item_t = np.zeros(num_items + 1, np.float64)
         heap_size = num_items if policy in (POLICY_CODES["lfu"], POLICY_CODES["lcbfu"], POLICY_CODES["lcbfu_da"]) \
@@ -205,7 +254,7 @@ class CompiledCache(LiveCache):
         return AdmitResult(int(entry), int(evicted))
 
     def partition_size(self, i: int) -> int:
-        return int(self.part[L.P_COUNT, self.part_of[i]]) if len(self.part_of) else 0
+        return int(self.part[L.P_SCOPE_COUNT, self.part[L.P_SCOPE, self.part_of[i]]]) if len(self.part_of) else 0
 
     def stats(self) -> dict[str, int]:
         out = {"hits_declined": 0, "admissions_refused": 0}  # the compiled policies serve and admit everything

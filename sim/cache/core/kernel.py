@@ -35,6 +35,8 @@ from sim.cache.core.layout import (
     NEXT_ENTRY,
     P_COUNT,
     P_HEAD,
+    P_SCOPE,
+    P_SCOPE_COUNT,
     P_TAIL,
     POLICY,
     PP_HEAD,
@@ -141,6 +143,7 @@ def _unlink_slot(s: int, slot: Any, pp: Any, part: Any) -> None:
     else:
         part[P_TAIL, pn] = a
     part[P_COUNT, pn] -= 1
+    part[P_SCOPE_COUNT, part[P_SCOPE, pn]] -= 1
 
 
 @jit
@@ -163,6 +166,7 @@ def _link_slot(s: int, q: int, p: int, slot: Any, pp: Any, part: Any) -> None:
         part[P_HEAD, p] = s
     part[P_TAIL, p] = s
     part[P_COUNT, p] += 1
+    part[P_SCOPE_COUNT, part[P_SCOPE, p]] += 1
 
 
 @jit

@@ -25,8 +25,9 @@ POLICY, BY_PROMPT, CAP_NOISES, CAP_BYTES, WITH_ROWS, NUM_CONF = range(6)
  NUM_SLOT_FIELDS) = range(11)
 # pp[FIELD, (partition, prompt) code]
 PP_HEAD, PP_TAIL, NUM_PP_FIELDS = range(3)
-# part[FIELD, partition]
-P_HEAD, P_TAIL, P_COUNT, NUM_PART_FIELDS = range(4)
+# part[FIELD, partition]; P_SCOPE: the partition's search scope, P_SCOPE_COUNT[scope]: cached prompts of scope
+# ``scope`` (a scope code is below the number of partitions, so the row fits)
+P_HEAD, P_TAIL, P_COUNT, P_SCOPE, P_SCOPE_COUNT, NUM_PART_FIELDS = range(6)
 # item[FIELD, item]: a circular doubly linked list (sentinel: the last column) and the policies' per-item state
 I_NEXT, I_PREV, I_POS, I_USES, I_SEQ, NUM_ITEM_FIELDS = range(6)
 # heap[FIELD, position]: the item at each heap position and its integer keys (key b, a float, in heap_b)

@@ -77,6 +77,9 @@ class OfflineReference(Policy):
 
     #: whether the reference needs the sequential executor (it reads request indices as the clock)
     sequential_only = True
+    #: whether ``initial_content`` inserts prompts before the first request (then prompts the trace asks for only
+    #: later are cached early: candidate lists, which list each request's earlier prompts, cannot see them)
+    preloads = False
 
     def __init__(self, unit: Unit, params: PolicyParams | None = None, rng: np.random.Generator | None = None,
                  future: Future | None = None) -> None:

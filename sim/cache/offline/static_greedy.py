@@ -28,6 +28,7 @@ class StaticGreedy(OfflineReference, FIFO):
     steps a replay skips (up to float rounding at threshold edges). Brute force: O(requests x prompts)."""
 
     name = "static_greedy"
+    preloads = True
 
     def __init__(self, unit: Unit, *args, **kwargs) -> None:
         super().__init__(unit, *args, **kwargs)
