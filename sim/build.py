@@ -16,6 +16,7 @@ import numpy as np
 
 from sim.cache.kselect import KTable
 from sim.cache.offline import OFFLINE
+from sim.cache.policies import POLICIES
 from sim.cache.spec import CacheSpec
 from sim.config import RunConfig
 from sim.embedding.simmap import SimilarityMap, find_map, load_map
@@ -217,7 +218,9 @@ class BuildParts:
             smap = self.smap
             candidates = _LISTS.get((table.lowest, c.candidates), (req, smap),
                                     lambda: candidate_lists(cfg, req, table, smap))
-        return CacheSpec(ks=ks, table=table, policy=c.policy, unit=c.eviction_unit, policy_params=c.policy_params,
+        units = (OFFLINE if c.policy in OFFLINE else POLICIES).get(c.policy).units
+        unit = units[0] if c.eviction_unit == "auto" else c.eviction_unit
+        return CacheSpec(ks=ks, table=table, policy=c.policy, unit=unit, policy_params=c.policy_params,
                          admission=c.admission, admission_params=c.admission_params,
                          capacity_noises=capacity_noises, capacity_bytes=capacity_bytes, retrieval=retrieval,
                          unit_bytes=unit_bytes, seed=cfg.seed, capped=not images, similarity_map=self.smap,

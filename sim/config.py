@@ -118,8 +118,10 @@ class CacheConfig:
     #: whether a miss enters the cache at all: always | probabilistic | second_hit (sim/cache/admission/)
     admission: str = "always"
     admission_params: AdmissionParams = field(default_factory=AdmissionParams)
-    #: what one eviction removes: a single noise, or a whole prompt with all its noises
-    eviction_unit: Literal["noise", "prompt"] = "noise"
+    #: what one eviction removes: a single noise, or a whole prompt with all its noises; auto: the policy's own
+    #: default (prompt for FIFO/LRU/LFU, as the paper's baselines in its public re-implementations; noise for
+    #: LCBFU and its variants, which are defined per noise)
+    eviction_unit: Literal["auto", "noise", "prompt"] = "auto"
     capacity_noises: int | None = 1500
     capacity_bytes: int | None = None
     #: the K values at which a miss stores a latent (NIRVANA: 5, 10, 15, 20, 25)
@@ -150,7 +152,7 @@ class CacheConfig:
                                   f"({', '.join(OFFLINE.names())}), got {self.policy!r}"))
         else:
             units = (OFFLINE if self.policy in OFFLINE else POLICIES).get(self.policy).units
-            if self.eviction_unit not in units:
+            if self.eviction_unit != "auto" and self.eviction_unit not in units:
                 out.append(("eviction_unit", f"one of {list(units)} for policy {self.policy}"))
         if self.admission not in ADMISSIONS:
             out.append(("admission", f"one of {', '.join(ADMISSIONS.names())}, got {self.admission!r}"))

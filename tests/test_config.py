@@ -30,7 +30,8 @@ BAD: list[tuple[dict[str, Any], str]] = [
     ({"cache": {"policy": "arc"}}, r"cache\.policy: expected one of fifo, lcbfu, lcbfu_da, lcbfu_window, lfu, lru, "
      r"qlru_dc, rnd_lru, sim_lru, or an offline reference \(belady_like, infinite, static_greedy\), got 'arc'"),
     ({"cache": {"policy": "lcbfu", "eviction_unit": "prompt"}}, r"cache\.eviction_unit: expected one of \['noise'\]"),
-    ({"cache": {"eviction_unit": "page"}}, r"cache\.eviction_unit: expected one of 'noise', 'prompt'"),
+    ({"cache": {"eviction_unit": "page"}}, r"cache\.eviction_unit: expected one of 'auto', 'noise', 'prompt'"),
+    ({"cache": {"policy_params": {"lcbfu_initial_uses": 2}}}, r"cache\.policy_params\.lcbfu_initial_uses: expected 0"),
     ({"cache": {"retrieval": "faiss"}}, r"cache\.retrieval: expected one of auto, candidates, exact_cosine, exact_key"),
     ({"cache": {"thresholds": [{"above": 0.7, "k": 5}, {"above": 0.9, "k": 25}]}},
      r"cache\.thresholds: expected strictly descending similarities"),

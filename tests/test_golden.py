@@ -51,7 +51,8 @@ def test_golden_counts_are_consistent() -> None:
 BASE: dict[str, Any] = {"name": "sens", "trace": {"limit": 1500}, "cache": {"capacity_noises": 500}}
 KNOBS: list[tuple[Any, ...]] = [
     ("cache.policy", "fifo"),
-    ("cache.eviction_unit", "prompt"),
+    ("cache.eviction_unit", "noise"),  # LRU's default (auto) is prompt: noise must change the result
+    ("cache.policy_params.lcbfu_initial_uses", 1),
     ("cache.capacity_noises", 2000),
     ("cache.capacity_bytes", 30 * 131072),
     ("cache.ks", [5, 10, 15, 20, 25, 30]),

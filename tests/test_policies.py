@@ -129,6 +129,24 @@ def test_lcbfu_new_noise_is_evicted_before_an_old_used_one() -> None:
     assert drain(p) == [(2, 25), (1, 5)]
 
 
+def test_lcbfu_counting_the_generating_miss_keeps_new_noises_above_old_unused_ones() -> None:
+    """lcbfu_initial_uses 1: a new noise scores K (its generating miss is a use), so a fresh K=25 noise
+    outranks an old noise hit once at K=5 (5 x 2 = 10 < 25); the published rule (0) evicts the fresh one."""
+    from sim.cache.params import PolicyParams
+
+    p = POLICIES.get("lcbfu")("noise", PolicyParams(lcbfu_initial_uses=1))
+    p.on_insert((1, 5), 0.0)  # score 5
+    p.on_hit((1, 5), 1.0)  # 5 x 2 = 10
+    p.on_insert((2, 25), 2.0)  # score 25
+    p.on_insert((3, 5), 3.0)  # score 5: the lowest
+    assert drain(p) == [(3, 5), (1, 5), (2, 25)]
+    published = make_policy("lcbfu", "noise")
+    for item, now in (((1, 5), 0.0), ((2, 25), 2.0), ((3, 5), 3.0)):
+        published.on_insert(item, now)
+    published.on_hit((1, 5), 1.0)
+    assert drain(published) == [(2, 25), (3, 5), (1, 5)]
+
+
 def test_lcbfu_tie_oldest_admission_before_smaller_k() -> None:
     p = make_policy("lcbfu", "noise")
     p.on_insert((1, 10), 0.0)

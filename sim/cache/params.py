@@ -29,6 +29,10 @@ class PolicyParams:
     decline_exponent: float = 4.0
     #: qlru_dc: refresh probability q (qLRU's q); insertions are weighted by the steps they would save
     q: float = 0.1
+    #: lcbfu: the use count a newly admitted noise starts with. 0: NIRVANA's rule as published (a new noise
+    #: scores 0 and is evicted before any used one: the policy freezes on its first content); 1: the miss
+    #: that generated it counts as a use (score K, as LFU-DA and LCBFU-DA count it). The paper does not say.
+    lcbfu_initial_uses: int = 0
 
     def problems(self) -> Problems:
         out = _window_problems(self.window_requests, self.window_s)
@@ -36,6 +40,9 @@ class PolicyParams:
             out.append(("decline_exponent", f"a number > 0, got {self.decline_exponent}"))
         if not 0 < self.q <= 1:
             out.append(("q", f"a probability in (0, 1], got {self.q}"))
+        if not 0 <= self.lcbfu_initial_uses <= 1:
+            out.append(("lcbfu_initial_uses", f"0 (published) or 1 (the generating miss counts), got "
+                                              f"{self.lcbfu_initial_uses}"))
         return out
 
 

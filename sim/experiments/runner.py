@@ -47,7 +47,9 @@ def execute(cfg: RunConfig, trace: Trace, scenario: Scenario, quality: QualityMo
                         cost=run_cost(cfg, mode.capacity_bytes()), timed=executor.timed)
     scale = Path(scenario.similarity_map).name if scenario.similarity_map else "none (raw cosine)"
     header = {"name": cfg.name, "mode": mode.name, "executor": executor.name, "implementation": how.implementation,
-              "admission": executor.admission, "retrieval": retrieval_summary(scenario),
+              "admission": executor.admission,
+              "eviction_unit": mode.cache_spec.unit if mode.cache_spec is not None else None,
+              "retrieval": retrieval_summary(scenario),
               "embedder": trace.embedder, "similarity_map": scale, "quality_profile": quality.source}
     return records, {**header, **summary, **executor.stats}
 

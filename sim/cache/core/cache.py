@@ -204,8 +204,8 @@ class CompiledCache(LiveCache):
                           lambda: _inputs(spec, req, cand, unit_bytes, self.listed))
         self.part_of, part, num_parts = ins.part_of, ins.part_of, ins.num_parts
         self.conf = np.zeros(L.NUM_CONF, i64)
-        self.conf[[L.POLICY, L.BY_PROMPT, L.CAP_NOISES, L.CAP_BYTES, L.WITH_ROWS]] = (
-            policy, by_prompt, cap_noises, cap_bytes, self.listed)
+        self.conf[[L.POLICY, L.BY_PROMPT, L.CAP_NOISES, L.CAP_BYTES, L.WITH_ROWS, L.INIT_USES]] = (
+            policy, by_prompt, cap_noises, cap_bytes, self.listed, spec.policy_params.lcbfu_initial_uses)
         self.ks = np.asarray(sorted(spec.ks), dtype=i64)
         self.req_arr, self.off, self.cand, self.cand_f = ins.req_arr, ins.off, ins.cand, ins.cand_f
         self.cand_sim32, self.truncated, self.pp_prompt = ins.cand_sim32, ins.truncated, ins.pp_prompt

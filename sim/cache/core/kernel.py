@@ -254,10 +254,10 @@ def admit(i: int, now: float, inputs: Any, state: Any) -> tuple[int, int]:
     scal[USED_NOISES] += nk
     scal[USED_BYTES] += need_bytes
     if conf[BY_PROMPT]:
-        on_insert(policy, item, item_t, heap, heap_b, scal, s, 0, now, ks)
+        on_insert(conf, item, item_t, heap, heap_b, scal, s, 0, now, ks)
     else:
         for t in range(nk):  # ascending K, so FIFO/LRU order a prompt's smaller K first
-            on_insert(policy, item, item_t, heap, heap_b, scal, s * nk + t, ks[t], now, ks)
+            on_insert(conf, item, item_t, heap, heap_b, scal, s * nk + t, ks[t], now, ks)
     return entry, evicted
 
 

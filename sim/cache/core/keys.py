@@ -10,7 +10,22 @@ from __future__ import annotations
 from typing import Any
 
 from sim.cache.core.jit import jit
-from sim.cache.core.layout import AGE, H_A, H_C, H_D, H_ITEM, HEAP_SIZE, I_NEXT, I_POS, I_PREV, I_SEQ, I_USES, SEQ
+from sim.cache.core.layout import (
+    AGE,
+    H_A,
+    H_C,
+    H_D,
+    H_ITEM,
+    HEAP_SIZE,
+    I_NEXT,
+    I_POS,
+    I_PREV,
+    I_SEQ,
+    I_USES,
+    INIT_USES,
+    POLICY,
+    SEQ,
+)
 from sim.cache.core.lists import heap_push, heap_remove, list_append, list_insert_after, list_unlink, sift_down
 from sim.cache.core.support import POLICY_CODES
 
@@ -18,9 +33,10 @@ FIFO, LRU, LFU, LCBFU, LCBFU_DA = (POLICY_CODES[name] for name in ("fifo", "lru"
 
 
 @jit
-def on_insert(policy: int, item: Any, item_t: Any, heap: Any, heap_b: Any, scal: Any, x: int, k: int,
+def on_insert(conf: Any, item: Any, item_t: Any, heap: Any, heap_b: Any, scal: Any, x: int, k: int,
               now: float, ks: Any) -> None:
     """A new item (noise at K = ``k``, or a whole prompt with k = 0) admitted at ``now``."""
+    policy = conf[POLICY]
     if policy == FIFO or policy == LRU:
         list_append(item, x)
         return
@@ -35,9 +51,13 @@ def on_insert(policy: int, item: Any, item_t: Any, heap: Any, heap_b: Any, scal:
         item[I_USES, x] = 1
         heap_push(heap, heap_b, item, scal, x, k + scal[AGE], now, k, scal[SEQ])
         return
-    # LCBFU: (0, admission time, K, admission sequence). Admission times never go back, so only items admitted
-    # at this same time with a larger K can sit after the new one.
-    item[I_USES, x] = 0
+    uses = conf[INIT_USES]
+    item[I_USES, x] = uses
+    if uses > 0:  # LCBFU counting the generating miss: (K x uses, admission time, K, admission sequence)
+        heap_push(heap, heap_b, item, scal, x, k * uses, now, k, scal[SEQ])
+        return
+    # LCBFU as published: (0, admission time, K, admission sequence). Admission times never go back, so only
+    # items admitted at this same time with a larger K can sit after the new one.
     nk = len(ks)
     sent = item.shape[1] - 1
     t = item[I_PREV, sent]

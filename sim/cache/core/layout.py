@@ -18,7 +18,8 @@ entries in every partition, reference-counted, recycled), so a fallback's cosine
  NUM_SCALARS) = range(12)
 
 # conf[]: the run's constants
-POLICY, BY_PROMPT, CAP_NOISES, CAP_BYTES, WITH_ROWS, NUM_CONF = range(6)
+# (INIT_USES: LCBFU's use count of a new noise, policy_params.lcbfu_initial_uses)
+POLICY, BY_PROMPT, CAP_NOISES, CAP_BYTES, WITH_ROWS, INIT_USES, NUM_CONF = range(7)
 
 # slot[FIELD, slot]
 (S_ENTRY, S_MASK, S_PP, S_PART, S_BYTES, S_PP_NEXT, S_PP_PREV, S_PART_NEXT, S_PART_PREV, S_ROW,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -75,6 +76,7 @@ class OfflineReference(Policy):
     """A policy built with the whole trace. ``initial_content`` is inserted before the first request
     (a static reference); the store's hooks then run as for any policy."""
 
+    units: ClassVar[tuple[Unit, ...]] = ("noise", "prompt")
     #: whether the reference needs the sequential executor (it reads request indices as the clock)
     sequential_only = True
     #: whether ``initial_content`` inserts prompts before the first request (then prompts the trace asks for only

@@ -13,8 +13,10 @@ from sim.cache.policies.base import NO_REQUEST, Item, RequestContext, ScoredPoli
 class LCBFU(ScoredPolicy):
     """Score = K x uses of each cached noise; the lowest score is evicted first.
 
-    New noises start at score 0. Ties go to the oldest admission, then the smaller K (the tie rule
-    is ours: NIRVANA's sources leave it open), then admission order. Defined per noise only.
+    New noises start at ``policy_params.lcbfu_initial_uses`` uses: 0, score 0, as published (so the newest
+    noises go first once older ones have a use: the policy freezes), or 1, score K, counting the miss that
+    generated them. Ties go to the oldest admission, then the smaller K (the tie rule is ours: NIRVANA's
+    sources leave it open), then admission order. Defined per noise only.
     """
 
     name = "lcbfu"
@@ -26,8 +28,9 @@ class LCBFU(ScoredPolicy):
 
     def on_insert(self, item: Item, now: float, ctx: RequestContext = NO_REQUEST) -> None:
         self._seq += 1
-        self._uses[item] = 0
-        self._heap.set(item, (0, now, item[1], self._seq))
+        uses = self.params.lcbfu_initial_uses
+        self._uses[item] = uses
+        self._heap.set(item, (item[1] * uses, now, item[1], self._seq))
 
     def on_hit(self, item: Item, now: float, ctx: RequestContext = NO_REQUEST) -> None:
         uses = self._uses[item] + 1

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from sim.cache.policies import POLICIES
-from sim.cache.policies.base import NO_REQUEST, Item, RequestContext, ScoredPolicy
+from sim.cache.policies.base import NO_REQUEST, Item, RequestContext, ScoredPolicy, Unit
 
 
 @POLICIES.register("lfu")
@@ -11,10 +13,12 @@ class LFU(ScoredPolicy):
     """Frequency counts start at 0 on admission and are forgotten on eviction (no ghost history).
 
     The tie rule (least recently used first) is libCacheSim's, so exact-key runs can be checked
-    against it.
+    against it. Evicts whole prompts by default (``eviction_unit: auto``), as the paper's baselines do in the
+    public re-implementations (CacheAttack, MoDM); per noise on request.
     """
 
     name = "lfu"
+    units: ClassVar[tuple[Unit, ...]] = ("prompt", "noise")
 
     def on_insert(self, item: Item, now: float, ctx: RequestContext = NO_REQUEST) -> None:
         self._seq += 1
